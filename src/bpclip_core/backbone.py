@@ -1,0 +1,109 @@
+"""The CNN backbone that gives BPCLIP its five feature levels F_1..F_5.
+
+Levels are the stem output (H/2) and the four residual stages (H/4 .. H/32). Supported:
+torchvision ResNet18/34/50/101 (ImageNet normalisation) and the image tower of CLIP RN50
+(CLIP normalisation, three-conv stem). BatchNorm is frozen, as in the paper: it stays in
+eval mode and its affine parameters get no gradient, whatever ``train()`` says.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .weights import TORCHVISION_WEIGHTS, build_clip_model, load_torchvision_weights
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+CLIP_BACKBONES: dict[str, str] = {"clip-rn50": "RN50/openai"}
+BACKBONES: tuple[str, ...] = (*TORCHVISION_WEIGHTS, *CLIP_BACKBONES)
+
+
+class MultiLevelBackbone(nn.Module):
+    """A ResNet cut into a stem and four stages; ``forward`` returns the five levels.
+
+    Input images are in [0, 1]; the backbone applies its own normalisation.
+    """
+
+    def __init__(
+        self,
+        stem: nn.Module,
+        stem_pool: nn.Module,
+        stages: list[nn.Sequential],
+        mean: tuple[float, ...],
+        std: tuple[float, ...],
+    ) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stem_pool = stem_pool  # the stem's pooling leads into stage 1; F_1 is taken before it
+        self.stages = nn.ModuleList(stages)
+        self.channels: tuple[int, ...] = (_out_channels(stem), *(_out_channels(s) for s in stages))
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> MultiLevelBackbone:
+        super().train(mode)
+        for module in self.modules():  # frozen BatchNorm: running statistics never update
+            if isinstance(module, nn.BatchNorm2d):
+                module.eval()
+        return self
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        x = (images - self.mean) / self.std
+        levels: list[torch.Tensor] = []
+        x = self.stem(x)
+        levels.append(x)
+        x = self.stem_pool(x)
+        for stage in self.stages:
+            x = stage(x)
+            levels.append(x)
+        return levels
+
+
+def _out_channels(block: nn.Module) -> int:
+    """Output channels of a stem or stage: those of its last BatchNorm."""
+    norms = [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)]
+    return norms[-1].num_features
+
+
+def _torchvision_backbone(arch: str, pretrained: bool, allow_download: bool) -> MultiLevelBackbone:
+    import torchvision
+
+    net = getattr(torchvision.models, arch)(weights=None)
+    if pretrained:
+        net.load_state_dict(load_torchvision_weights(arch, allow_download))
+    stem = nn.Sequential(net.conv1, net.bn1, net.relu)
+    stages = [net.layer1, net.layer2, net.layer3, net.layer4]
+    return MultiLevelBackbone(stem, net.maxpool, stages, IMAGENET_MEAN, IMAGENET_STD)
+
+
+def _clip_backbone(name: str, pretrained: bool, allow_download: bool) -> MultiLevelBackbone:
+    visual = build_clip_model(CLIP_BACKBONES[name], pretrained, allow_download).visual
+    stem = nn.Sequential(
+        visual.conv1,
+        visual.bn1,
+        visual.act1,
+        visual.conv2,
+        visual.bn2,
+        visual.act2,
+        visual.conv3,
+        visual.bn3,
+        visual.act3,
+    )
+    stages = [visual.layer1, visual.layer2, visual.layer3, visual.layer4]
+    return MultiLevelBackbone(stem, visual.avgpool, stages, CLIP_MEAN, CLIP_STD)
+
+
+def build_backbone(name: str, pretrained: bool = False, allow_download: bool = False) -> MultiLevelBackbone:
+    """Build a five-level backbone by name; ``pretrained`` loads ImageNet or CLIP weights."""
+    if name in TORCHVISION_WEIGHTS:
+        return _torchvision_backbone(name, pretrained, allow_download)
+    if name in CLIP_BACKBONES:
+        return _clip_backbone(name, pretrained, allow_download)
+    raise ValueError(f"unknown backbone {name!r}; choose one of {list(BACKBONES)}")

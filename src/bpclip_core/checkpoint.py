@@ -1,0 +1,235 @@
+"""BPCLIP checkpoints: safetensors tensors with JSON metadata in the file's header.
+
+One file holds everything needed to score: the weights, the adjective text embeddings
+(so no text tower is needed), the config, the adjectives and prompt template, the score
+scale and where the weights came from. Loading never unpickles anything.
+
+Where :func:`load_checkpoint` looks, in this order:
+1. the path (or cache name) passed explicitly;
+2. the file named by the ``BPCLIP_CHECKPOINT`` environment variable;
+3. ``$BPCLIP_HOME/checkpoints/<name>.safetensors`` (``BPCLIP_HOME`` defaults to
+   ``~/.cache/bpclip``; the default name is ``bpclip-nr`` or ``bpclip-fr``);
+4. otherwise a :class:`CheckpointNotFoundError` that says what to do.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .adjectives import adjectives_from_dicts
+from .backbone import build_backbone
+from .config import BPCLIPConfig, Mode, ScoreScale, preset
+from .errors import CheckpointError, CheckpointNotFoundError, ModeMismatchError
+from .model import BPCLIP, ModelCard
+from .text import adjective_embeddings
+
+FORMAT = "bpclip-checkpoint"
+FORMAT_VERSION = 1
+METADATA_KEY = "bpclip"
+CHECKPOINT_ENV = "BPCLIP_CHECKPOINT"
+HOME_ENV = "BPCLIP_HOME"
+SUFFIX = ".safetensors"
+
+NO_WEIGHTS_ADVICE = (
+    "No official trained BPCLIP weights exist yet. Train a model (bpclip train), create an "
+    "untrained one (bpclip init-checkpoint --config paper --mode nr --out FILE), or score "
+    "with the zero-shot CLIP mode (--zero-shot)."
+)
+
+
+def bpclip_home() -> Path:
+    """The bpclip cache folder: ``$BPCLIP_HOME`` or ``~/.cache/bpclip``."""
+    return Path(os.environ.get(HOME_ENV) or Path.home() / ".cache" / "bpclip").expanduser()
+
+
+def checkpoint_dir() -> Path:
+    """Where named checkpoints live: ``$BPCLIP_HOME/checkpoints``."""
+    return bpclip_home() / "checkpoints"
+
+
+def default_checkpoint_name(mode: str | None) -> str:
+    return f"bpclip-{mode or 'nr'}"
+
+
+def _library_version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def checkpoint_metadata(model: BPCLIP) -> dict[str, Any]:
+    """The JSON metadata written into a checkpoint of ``model``."""
+    card = model.card
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "adjectives": [a.to_dict() for a in card.adjectives],
+        "prompt_template": card.prompt_template,
+        "score_scale": card.score_scale.to_dict(),
+        "provenance": card.provenance,
+        "library_version": _library_version(),
+    }
+
+
+def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
+    """Write ``model`` to ``path`` atomically (a killed write never leaves a half file)."""
+    from safetensors.torch import save_file
+
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model))}
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(tensors, str(partial), metadata=metadata)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, Any]:
+    """The JSON metadata of a checkpoint file; :class:`CheckpointError` if it is not one."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path} is not a readable safetensors checkpoint (corrupt or truncated?): {exc}"
+        ) from exc
+    if METADATA_KEY not in header:
+        raise CheckpointError(
+            f"{path} is a safetensors file but not a BPCLIP checkpoint (no '{METADATA_KEY}' metadata)"
+        )
+    try:
+        metadata = json.loads(header[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: the BPCLIP metadata is not valid JSON: {exc}") from exc
+    if metadata.get("format") != FORMAT or metadata.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: unsupported checkpoint format {metadata.get('format')!r} "
+            f"version {metadata.get('format_version')!r}; this bpclip reads {FORMAT} up to {FORMAT_VERSION}"
+        )
+    return metadata
+
+
+def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = None) -> Path:
+    """Find the checkpoint file, following the precedence in this module's docstring."""
+    if checkpoint is not None:
+        path = Path(checkpoint).expanduser()
+        if path.is_file():
+            return path
+        text = str(checkpoint)
+        if path.suffix or os.sep in text or "/" in text:
+            raise CheckpointNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+        name = text
+    else:
+        from_env = os.environ.get(CHECKPOINT_ENV)
+        if from_env:
+            path = Path(from_env).expanduser()
+            if path.is_file():
+                return path
+            raise CheckpointNotFoundError(f"{CHECKPOINT_ENV} names {from_env!r}, which does not exist")
+        name = default_checkpoint_name(mode)
+    cached = checkpoint_dir() / f"{name}{SUFFIX}"
+    if cached.is_file():
+        return cached
+    raise CheckpointNotFoundError(
+        f"no BPCLIP checkpoint found: no explicit path was given, {CHECKPOINT_ENV} is "
+        f"{'unset' if checkpoint is None and not os.environ.get(CHECKPOINT_ENV) else 'not used'}, "
+        f"and {str(cached)!r} does not exist. Pass a checkpoint path, set {CHECKPOINT_ENV}, or put "
+        f"the file at that place ({HOME_ENV} sets the folder). {NO_WEIGHTS_ADVICE}"
+    )
+
+
+def load_checkpoint(
+    checkpoint: str | Path | None = None, mode: Mode | None = None, device: str | torch.device = "cpu"
+) -> BPCLIP:
+    """Load a BPCLIP model in eval mode.
+
+    Args:
+        checkpoint: a file path or the name of a checkpoint in ``$BPCLIP_HOME/checkpoints``;
+            None follows the precedence (``BPCLIP_CHECKPOINT``, then the default name).
+        mode: the mode the caller needs (``"nr"`` or ``"fr"``); a checkpoint of the other
+            mode raises :class:`ModeMismatchError`. None accepts either.
+        device: where to put the model.
+    """
+    from safetensors.torch import load_file
+
+    path = resolve_checkpoint(checkpoint, mode)
+    metadata = read_metadata(path)
+    try:
+        config = BPCLIPConfig.from_dict(metadata["config"])
+        card = ModelCard(
+            adjectives=adjectives_from_dicts(metadata["adjectives"]),
+            prompt_template=metadata["prompt_template"],
+            score_scale=ScoreScale(**metadata["score_scale"]),
+            provenance=dict(metadata.get("provenance", {})),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: malformed BPCLIP metadata: {exc}") from exc
+    if mode is not None and config.mode != mode:
+        raise ModeMismatchError(
+            f"{path} is a {config.mode.upper()} checkpoint but {mode.upper()} scoring was asked for; "
+            f"use a {mode.upper()} checkpoint"
+        )
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the tensors (corrupt or truncated?): {exc}") from exc
+    if "text_embeddings" not in tensors:
+        raise CheckpointError(f"{path}: the checkpoint has no 'text_embeddings' tensor")
+    model = BPCLIP(config, tensors["text_embeddings"], card)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: tensors do not match the stored config: {exc}") from exc
+    return model.to(device).eval()
+
+
+def init_checkpoint(
+    config: str | BPCLIPConfig,
+    mode: Mode,
+    out: str | Path,
+    random: bool = False,
+    allow_download: bool = False,
+    seed: int = 0,
+) -> Path:
+    """Write a checkpoint of an untrained BPCLIP model: the starting point for training.
+
+    Args:
+        config: a preset name (``tiny``, ``paper``) or a config.
+        mode: ``"nr"`` or ``"fr"``.
+        out: the file to write.
+        random: initialise everything randomly (no weight files needed). Otherwise the
+            backbone gets its ImageNet (or CLIP) weights and the adjectives are embedded by
+            the pretrained CLIP text tower, both read from the local caches.
+        allow_download: allow downloading missing weight files.
+        seed: the seed of the random initialisation of the heads.
+    """
+    cfg = preset(config, mode) if isinstance(config, str) else config.replace(mode=mode)
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg.backbone, pretrained=not random, allow_download=allow_download)
+    card = ModelCard()
+    text_embeddings = adjective_embeddings(
+        cfg.text_model, card.adjectives, card.prompt_template, pretrained=not random, allow_download=allow_download
+    )
+    card.provenance = {
+        "trained": False,
+        "initialisation": "random" if random else "pretrained backbone and CLIP text tower",
+        "backbone_weights": "random" if random else f"{cfg.backbone} pretrained",
+        "text_embeddings": f"{cfg.text_model} ({'random' if random else 'pretrained'} text tower)",
+        "seed": seed,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return save_checkpoint(BPCLIP(cfg, text_embeddings, card, backbone), out)

@@ -1,0 +1,205 @@
+"""The ``bpclip`` command: ``init-checkpoint``, ``score`` and ``info``.
+
+Exit codes: 0 everything worked, 1 some inputs failed (each reported, the rest still
+scored and written), 2 usage errors (bad arguments, no model to score with).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from .config import MODES, PRESETS
+from .errors import BPCLIPError
+
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bpclip", description="BPCLIP image quality assessment")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    init = sub.add_parser("init-checkpoint", help="write a checkpoint of an untrained model")
+    init.add_argument("--config", choices=sorted(PRESETS), default="paper", help="model size preset")
+    init.add_argument("--mode", choices=MODES, default="nr", help="no-reference or full-reference")
+    init.add_argument("--out", required=True, type=Path, help="checkpoint file to write (.safetensors)")
+    init.add_argument("--random", action="store_true", help="random initialisation: needs no weight files")
+    init.add_argument("--download", action="store_true", help="allow downloading missing ImageNet/CLIP weights")
+    init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
+
+    score = sub.add_parser("score", help="score images (files or folders)")
+    score.add_argument("paths", nargs="+", help="image files or folders")
+    score.add_argument("--ref", help="reference image or folder (FR; pairs matched by file name)")
+    model = score.add_mutually_exclusive_group()
+    model.add_argument("--checkpoint", help="checkpoint path or cache name (default: BPCLIP_CHECKPOINT, then cache)")
+    model.add_argument("--zero-shot", action="store_true", help="zero-shot CLIP mode: no trained BPCLIP head")
+    score.add_argument("--clip-model", help="open_clip 'arch/tag' for --zero-shot (default RN50/openai)")
+    score.add_argument("--download", action="store_true", help="allow downloading missing CLIP weights")
+    score.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    score.add_argument(
+        "--resize", type=int, default=None, help="shrink the short side to N px (default: the model's image size)"
+    )
+    score.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    score.add_argument("--output", type=Path, help="write results to this file instead of stdout")
+    score.add_argument("--top-k", type=int, default=3, help="dominant adjectives to report")
+    score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    info = sub.add_parser("info", help="the model, checkpoint and where weights are looked for")
+    info.add_argument("--checkpoint", help="checkpoint path or cache name to describe")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bpclip`` command; returns the exit code."""
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
+        return int(exc.code or 0)
+    handlers = {"init-checkpoint": _init_checkpoint, "score": _score, "info": _info}
+    try:
+        return handlers[args.command](args)
+    except (UsageError, BPCLIPError, ValueError) as exc:
+        print(f"bpclip {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _init_checkpoint(args: argparse.Namespace) -> int:
+    from .checkpoint import init_checkpoint
+
+    path = init_checkpoint(
+        args.config, args.mode, args.out, random=args.random, allow_download=args.download, seed=args.seed
+    )
+    kind = "random" if args.random else "pretrained backbone + CLIP text"
+    print(f"wrote untrained BPCLIP-{args.mode.upper()} ({args.config}, {kind} initialisation) to {path}")
+    return EXIT_OK
+
+
+def _pair_references(images: list[Path], ref: str | None) -> list[Path | None] | None:
+    if ref is None:
+        return None
+    ref_path = Path(ref)
+    if ref_path.is_dir():
+        by_name = {p.name: p for p in ref_path.rglob("*") if p.is_file()}
+        by_stem = {p.stem: p for p in by_name.values()}
+        return [by_name.get(p.name) or by_stem.get(p.stem) for p in images]
+    if not ref_path.is_file():
+        raise UsageError(f"--ref {ref!r} is neither a file nor a folder")
+    return [ref_path] * len(images)
+
+
+def _score(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from .images import find_images
+    from .scoring import describe_model, load_quality_model, score_files
+
+    if args.top_k < 1:
+        raise UsageError("--top-k must be at least 1")
+    images = find_images(args.paths)
+    if not images:
+        raise UsageError(f"no images found in {args.paths}")
+    references = _pair_references(images, args.ref)
+    mode = "fr" if args.ref else None
+    model = load_quality_model(args.checkpoint, args.zero_shot, mode, args.clip_model, args.download, args.device)
+    if args.ref is None and getattr(model, "mode", "nr") == "fr":
+        raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
+    resize = args.resize if args.resize is not None else getattr(getattr(model, "config", None), "image_size", None)
+    print(f"model: {describe_model(model)}", file=sys.stderr)
+    with tqdm(total=len(images), desc="scoring", unit="img", disable=args.no_progress, file=sys.stderr) as bar:
+        results = score_files(model, images, references, args.top_k, resize, bar.update)
+    text = _render(results, args.format)
+    if args.output:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(text)
+    else:
+        sys.stdout.write(text)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        print(f"failed: {r.path}: {r.error}", file=sys.stderr)
+    print(f"scored {len(results) - len(failed)} of {len(results)} inputs", file=sys.stderr)
+    return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _render(results: list, fmt: str) -> str:
+    def adjectives(r) -> str:
+        return ", ".join(f"{w} ({p:.2f})" for w, p in r.top_adjectives)
+
+    if fmt == "json":
+        rows = [
+            {
+                "path": r.path,
+                "reference": r.reference,
+                "score": r.score,
+                "mos": r.mos,
+                "top_adjectives": [{"adjective": w, "probability": p} for w, p in r.top_adjectives],
+                "dimensions": r.dimensions,
+                "error": r.error,
+            }
+            for r in results
+        ]
+        return json.dumps(rows, indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(["path", "reference", "score", "mos", "top_adjectives", "error"])
+        for r in results:
+            writer.writerow([r.path, r.reference or "", _num(r.score), _num(r.mos), adjectives(r), r.error or ""])
+        return buffer.getvalue()
+    width = max(len("image"), *(len(r.path) for r in results))
+    lines = [f"{'image':<{width}}  {'score':>7}  dominant adjectives"]
+    for r in results:
+        shown = f"{r.score:7.4f}  {adjectives(r)}" if r.error is None else f"{'-':>7}  error: {r.error}"
+        lines.append(f"{r.path:<{width}}  {shown}")
+    return "\n".join(lines) + "\n"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
+def _info(args: argparse.Namespace) -> int:
+    import torch
+
+    from . import __version__
+    from .checkpoint import CHECKPOINT_ENV, HOME_ENV, checkpoint_dir, read_metadata, resolve_checkpoint
+    from .errors import CheckpointNotFoundError
+    from .weights import hub_offline
+
+    print(f"bpclip {__version__}, torch {torch.__version__}")
+    device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
+    print(f"device: {device}")
+    print(
+        f"checkpoints: {CHECKPOINT_ENV}={os.environ.get(CHECKPOINT_ENV, '(unset)')}; "
+        f"cache {checkpoint_dir()} ({HOME_ENV})"
+    )
+    print(f"ImageNet weights: {Path(torch.hub.get_dir()) / 'checkpoints'} (TORCH_HOME)")
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    print(f"CLIP weights: {HF_HUB_CACHE} (HF_HOME); HF_HUB_OFFLINE={'1' if hub_offline() else '0'}")
+    try:
+        path = resolve_checkpoint(args.checkpoint)
+    except CheckpointNotFoundError as exc:
+        print(f"checkpoint: none found ({exc})")
+        return EXIT_OK if args.checkpoint is None else EXIT_USAGE
+    meta = read_metadata(path)
+    config = meta["config"]
+    print(f"checkpoint: {path}")
+    print(f"  mode {config['mode'].upper()}, backbone {config['backbone']}, text model {config['text_model']}")
+    print(f"  score scale {meta['score_scale']}, library {meta['library_version']}")
+    print(f"  provenance {json.dumps(meta['provenance'])}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Model shapes as data: the configuration of a BPCLIP model and its named presets.
+
+The paper fixes the structure (equations 1-10) but not the sizes; the ``paper`` preset
+holds our paper-faithful defaults (ResNet50, CLIP RN50 text space, 384x384 patches),
+``tiny`` is a small randomly initialisable model for tests, examples and CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Mode = Literal["nr", "fr"]
+MODES: tuple[str, ...] = ("nr", "fr")
+
+
+@dataclass(frozen=True)
+class BPCLIPConfig:
+    """Everything needed to build a BPCLIP model (weights aside).
+
+    Attributes:
+        mode: ``"nr"`` (no-reference, eq. 2) or ``"fr"`` (full-reference, eq. 1).
+        backbone: ``resnet18|resnet34|resnet50|resnet101`` (torchvision) or ``clip-rn50``
+            (the image tower of CLIP RN50).
+        token_dim: D, the width of the level tokens G_i.
+        num_heads: attention heads of the MSCA and SA blocks (eq. 3-5).
+        gate_reduction: channel reduction of the bottleneck phi_i in gated local pooling.
+        fusion_hidden_dim: hidden width of the two eq. 6 MLPs.
+        clip_hidden_dim: hidden width of the eq. 7 mapping into CLIP space.
+        regressor_hidden_dim: hidden width of the eq. 9 regressor.
+        clip_dim: width of CLIP's joint embedding space (must match the text embeddings).
+        text_model: open_clip ``"arch/pretrained"`` whose text tower embeds the adjectives.
+        position_grid: grid of the learnable positional encoding; it is resized to the
+            deepest level's size at run time.
+        similarity_temperature: temperature of the softmax over cosine similarities (eq. 8);
+            0.01 is CLIP's own logit scale of 100.
+        image_size: training patch size and the test-time resize target.
+    """
+
+    mode: Mode = "nr"
+    backbone: str = "resnet50"
+    token_dim: int = 256
+    num_heads: int = 8
+    gate_reduction: int = 4
+    fusion_hidden_dim: int = 512
+    clip_hidden_dim: int = 512
+    regressor_hidden_dim: int = 256
+    clip_dim: int = 1024
+    text_model: str = "RN50/openai"
+    position_grid: tuple[int, int] = field(default=(12, 12))
+    similarity_temperature: float = 0.01
+    image_size: int = 384
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.token_dim % self.num_heads:
+            raise ValueError(f"token_dim ({self.token_dim}) must be divisible by num_heads ({self.num_heads})")
+        if self.similarity_temperature <= 0:
+            raise ValueError("similarity_temperature must be positive")
+        object.__setattr__(self, "position_grid", tuple(int(v) for v in self.position_grid))
+
+    def replace(self, **changes: Any) -> BPCLIPConfig:
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["position_grid"] = list(self.position_grid)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BPCLIPConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown BPCLIP config fields: {sorted(unknown)}")
+        return cls(**data)
+
+
+TINY_CLIP_MODEL = "bpclip-tiny-clip"
+
+PRESETS: dict[str, BPCLIPConfig] = {
+    "paper": BPCLIPConfig(),
+    "tiny": BPCLIPConfig(
+        backbone="resnet18",
+        token_dim=32,
+        num_heads=2,
+        fusion_hidden_dim=64,
+        clip_hidden_dim=64,
+        regressor_hidden_dim=32,
+        clip_dim=32,
+        text_model=f"{TINY_CLIP_MODEL}/random",
+        position_grid=(2, 2),
+        image_size=64,
+    ),
+}
+
+
+def preset(name: str, mode: Mode = "nr", **overrides: Any) -> BPCLIPConfig:
+    """A named preset (``paper`` or ``tiny``) for the given mode, with optional overrides."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
+    return PRESETS[name].replace(mode=mode, **overrides)
+
+
+@dataclass(frozen=True)
+class ScoreScale:
+    """How a model's normalised score in [0, 1] maps back to a dataset's MOS scale.
+
+    Training normalises MOS to [0, 1] with 1 the best quality (eq. 10); for DMOS datasets
+    (lower is better) the normalisation flips, recorded by ``higher_is_better=False``.
+    """
+
+    mos_min: float = 0.0
+    mos_max: float = 1.0
+    higher_is_better: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.mos_max > self.mos_min:
+            raise ValueError(f"mos_max ({self.mos_max}) must exceed mos_min ({self.mos_min})")
+
+    def normalise(self, mos: Any) -> Any:
+        """MOS (or DMOS) values to normalised quality in [0, 1], 1 the best."""
+        unit = (mos - self.mos_min) / (self.mos_max - self.mos_min)
+        return unit if self.higher_is_better else 1 - unit
+
+    def to_mos(self, score: Any) -> Any:
+        """Normalised quality back to the dataset's MOS (or DMOS) scale."""
+        unit = score if self.higher_is_better else 1 - score
+        return self.mos_min + unit * (self.mos_max - self.mos_min)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,0 +1,62 @@
+"""From attended tokens to a quality score: fusion (eq. 6), CLIP mapping (eq. 7),
+adjective similarities (eq. 8) and the regressor (eq. 9)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
+    """Two linear layers with a GELU between them."""
+    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
+
+
+class BranchFusion(nn.Module):
+    """G'''_i = MLP(G'_i) * MLP(G''_i); the weight MLP ends in a sigmoid, so weights lie in (0, 1)."""
+
+    def __init__(self, dim: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.information = mlp(dim, hidden_dim, dim)
+        self.weight = nn.Sequential(mlp(dim, hidden_dim, dim), nn.Sigmoid())
+
+    def forward(self, information: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        return self.information(information) * self.weight(weight)  # eq. 6
+
+
+class CLIPSpaceMapping(nn.Module):
+    """x_i = MLP(G'''_i), then the mean over tokens: one vector per image in CLIP's space."""
+
+    def __init__(self, dim: int, hidden_dim: int, clip_dim: int) -> None:
+        super().__init__()
+        self.project = mlp(dim, hidden_dim, clip_dim)
+
+    def forward(self, fused: torch.Tensor) -> torch.Tensor:
+        return self.project(fused).mean(dim=1)  # eq. 7 (token mean: our choice, the paper is silent)
+
+
+def adjective_probabilities(
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Softmax over the cosine similarities of image and adjective embeddings (eq. 8, Fig. 1).
+
+    Args:
+        image_embeddings: (..., E) vectors in CLIP's space.
+        text_embeddings: (K, E) adjective embeddings.
+    Returns:
+        (..., K) probabilities that sum to one over the K adjectives.
+    """
+    cosine = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T  # eq. 8
+    return torch.softmax(cosine / temperature, dim=-1)
+
+
+class QualityRegressor(nn.Module):
+    """p = MLP(s_1 ⊕ ... ⊕ s_{n-1}): the score from all levels' adjective probabilities."""
+
+    def __init__(self, num_levels: int, num_adjectives: int, hidden_dim: int) -> None:
+        super().__init__()
+        self.mlp = mlp(num_levels * num_adjectives, hidden_dim, 1)
+
+    def forward(self, level_probabilities: torch.Tensor) -> torch.Tensor:
+        return self.mlp(level_probabilities.flatten(1)).squeeze(1)  # eq. 9

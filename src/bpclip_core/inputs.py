@@ -1,0 +1,64 @@
+"""Checks on the image tensors given to the models: one place, clear errors."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InputError
+
+MIN_SIDE = 32  # the deepest level is H/32: smaller images have no feature grid
+
+
+def check_images(images: torch.Tensor, name: str = "images", data_range: float = 1.0) -> torch.Tensor:
+    """Validate a batch of RGB images and return it as float in [0, 1].
+
+    Args:
+        images: (N, 3, H, W) or (3, H, W), values in [0, data_range].
+        name: what the caller calls this argument, for error messages.
+        data_range: the maximum value of the input scale (1.0 or 255.0).
+    Raises:
+        TypeError: not a tensor. InputError: wrong shape, too small, NaN/Inf, out of range.
+    """
+    if not isinstance(images, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
+    if images.ndim == 3:
+        images = images.unsqueeze(0)
+    if images.ndim != 4:
+        raise InputError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
+    if images.shape[1] != 3:
+        raise InputError(
+            f"{name} must have 3 (RGB) channels in dim 1, got {images.shape[1]} "
+            f"(shape {tuple(images.shape)}); convert grayscale or RGBA images to RGB first"
+        )
+    if images.shape[0] == 0:
+        raise InputError(f"{name} is an empty batch")
+    if min(images.shape[-2:]) < MIN_SIDE:
+        raise InputError(
+            f"{name} is {images.shape[-2]}x{images.shape[-1]} px; each side must be at least {MIN_SIDE} px"
+        )
+    if not images.is_floating_point():
+        images = images.float()
+    if not bool(torch.isfinite(images).all()):
+        raise InputError(f"{name} contains NaN or Inf values")
+    low, high = float(images.min()), float(images.max())
+    tolerance = 1e-4 * data_range
+    if low < -tolerance or high > data_range + tolerance:
+        raise InputError(
+            f"{name} values must lie in [0, {data_range:g}], got [{low:.4g}, {high:.4g}]; "
+            f"set data_range to the scale of your images"
+        )
+    return images / data_range if data_range != 1.0 else images
+
+
+def check_pair(
+    distorted: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Validate a full-reference pair: each a valid image batch, both of the same shape."""
+    distorted = check_images(distorted, "distorted images", data_range)
+    reference = check_images(reference, "reference images", data_range)
+    if distorted.shape != reference.shape:
+        raise InputError(
+            f"full-reference pairs must have the same shape: distorted {tuple(distorted.shape)} "
+            f"vs reference {tuple(reference.shape)}"
+        )
+    return distorted, reference

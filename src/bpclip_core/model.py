@@ -1,0 +1,152 @@
+"""BPCLIP: the whole model, assembled from its blocks in the order of the paper.
+
+backbone levels F_1..F_5 -> gated local pooling (eq. 1/2) -> tokens G_i (+ shared
+positional encoding) -> MSCA (eq. 4) and SA (eq. 5) on levels 1..4 -> fusion (eq. 6) ->
+CLIP space (eq. 7) -> adjective probabilities (eq. 8) -> regressor (eq. 9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
+from .attention import MultiscaleCrossAttention, SelfAttentionWeight
+from .backbone import MultiLevelBackbone, build_backbone
+from .config import BPCLIPConfig, ScoreScale
+from .errors import InputError
+from .gated_pooling import GatedLocalPoolingFR, GatedLocalPoolingNR, LearnedPositionalEncoding, LevelTokenizer
+from .heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
+from .inputs import check_images, check_pair
+
+NUM_LEVELS = 5
+
+
+@dataclass
+class QualityOutput:
+    """What a quality model returns for a batch of N images.
+
+    Attributes:
+        score: (N,) predicted quality, normalised so that 1 is best (a trained BPCLIP model
+            regresses MOS normalised to [0, 1]; zero-shot scores lie in [0, 1]).
+        level_probabilities: (N, L, K) adjective probabilities of each of the L levels
+            (L = 4 for BPCLIP, 1 for zero-shot CLIP) over the K adjectives.
+    """
+
+    score: torch.Tensor
+    level_probabilities: torch.Tensor
+
+    @property
+    def adjective_probabilities(self) -> torch.Tensor:
+        """(N, K) adjective probabilities averaged over levels."""
+        return self.level_probabilities.mean(dim=1)
+
+
+@dataclass
+class ModelCard:
+    """What travels with a model besides its tensors (stored in checkpoint metadata)."""
+
+    adjectives: tuple[Adjective, ...] = QUALITY_ADJECTIVES
+    prompt_template: str = PROMPT_TEMPLATE
+    score_scale: ScoreScale = field(default_factory=ScoreScale)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+class BPCLIP(nn.Module):
+    """The BPCLIP quality model, no-reference or full-reference (``config.mode``).
+
+    Args:
+        config: the model's shape.
+        text_embeddings: (K, E) CLIP text embeddings of the K adjectives (frozen buffer).
+        card: adjectives, prompt template, score scale and provenance.
+        backbone: a prebuilt backbone (e.g. with ImageNet weights); randomly initialised if None.
+
+    Example:
+        >>> import torch
+        >>> from bpclip_core import BPCLIP, preset
+        >>> model = BPCLIP(preset("tiny"), torch.randn(40, 32)).eval()
+        >>> model(torch.rand(2, 3, 64, 64)).score.shape
+        torch.Size([2])
+    """
+
+    def __init__(
+        self,
+        config: BPCLIPConfig,
+        text_embeddings: torch.Tensor,
+        card: ModelCard | None = None,
+        backbone: MultiLevelBackbone | None = None,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.card = card or ModelCard()
+        num_adjectives = len(self.card.adjectives)
+        if text_embeddings.shape != (num_adjectives, config.clip_dim):
+            raise ValueError(
+                f"text_embeddings must have shape ({num_adjectives}, {config.clip_dim}) "
+                f"(adjectives x clip_dim), got {tuple(text_embeddings.shape)}"
+            )
+        self.backbone = backbone or build_backbone(config.backbone)
+        gate = GatedLocalPoolingFR if config.mode == "fr" else GatedLocalPoolingNR
+        self.gated_pooling = nn.ModuleList(gate(c, config.gate_reduction) for c in self.backbone.channels)
+        self.tokenizers = nn.ModuleList(LevelTokenizer(g.out_channels, config.token_dim) for g in self.gated_pooling)
+        self.positional_encoding = LearnedPositionalEncoding(config.token_dim, config.position_grid)
+        self.information_branch = MultiscaleCrossAttention(config.token_dim, config.num_heads, NUM_LEVELS)
+        self.weight_branch = SelfAttentionWeight(config.token_dim, config.num_heads, NUM_LEVELS)
+        attended_levels = NUM_LEVELS - 1
+        self.fusion = nn.ModuleList(
+            BranchFusion(config.token_dim, config.fusion_hidden_dim) for _ in range(attended_levels)
+        )
+        self.clip_mapping = nn.ModuleList(
+            CLIPSpaceMapping(config.token_dim, config.clip_hidden_dim, config.clip_dim) for _ in range(attended_levels)
+        )
+        self.regressor = QualityRegressor(attended_levels, num_adjectives, config.regressor_hidden_dim)
+        self.register_buffer("text_embeddings", text_embeddings.detach().float().clone())
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    def tokens(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The level tokens G_1..G_5 with the shared positional encoding added."""
+        if reference is None:
+            levels = self.backbone(distorted)
+            gated = [glp(f) for glp, f in zip(self.gated_pooling, levels)]
+        else:  # one backbone pass over both images (shared weights)
+            both = self.backbone(torch.cat([distorted, reference]))
+            n = distorted.shape[0]
+            gated = [glp(f[:n], f[n:]) for glp, f in zip(self.gated_pooling, both)]
+        grid = (gated[-1].shape[-2], gated[-1].shape[-1])
+        position = self.positional_encoding(grid)
+        return [tok(g, grid) + position for tok, g in zip(self.tokenizers, gated)]
+
+    def forward(
+        self, distorted: torch.Tensor, reference: torch.Tensor | None = None, data_range: float = 1.0
+    ) -> QualityOutput:
+        """Score images in [0, data_range] of shape (N, 3, H, W); FR models also take references."""
+        if self.mode == "fr":
+            if reference is None:
+                raise InputError("this is a full-reference (FR) BPCLIP model: pass reference images too")
+            distorted, reference = check_pair(distorted, reference, data_range)
+        else:
+            if reference is not None:
+                raise InputError(
+                    "this is a no-reference (NR) BPCLIP model: it takes no reference images; "
+                    "load a full-reference checkpoint for FR scoring"
+                )
+            distorted = check_images(distorted, "images", data_range)
+        tokens = self.tokens(distorted, reference)
+        information = self.information_branch(tokens)
+        weights = self.weight_branch(tokens)
+        level_probabilities = torch.stack(
+            [
+                adjective_probabilities(
+                    mapping(fusion(info, weight)), self.text_embeddings, self.config.similarity_temperature
+                )
+                for fusion, mapping, info, weight in zip(self.fusion, self.clip_mapping, information, weights)
+            ],
+            dim=1,
+        )
+        return QualityOutput(self.regressor(level_probabilities), level_probabilities)
