@@ -1,0 +1,100 @@
+"""Shared fixtures: tiny random models, generated images, and isolated weight caches.
+
+Every cache a test could touch points into a temporary folder, and the hub is offline:
+no test reads the user's caches or reaches the network.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Set before huggingface_hub is imported anywhere: its cache path is fixed at import time.
+_SESSION_CACHE = Path(tempfile.mkdtemp(prefix="bpclip-tests-"))
+os.environ["HF_HOME"] = str(_SESSION_CACHE / "hf")
+os.environ["HF_HUB_CACHE"] = str(_SESSION_CACHE / "hf" / "hub")
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TORCH_HOME"] = str(_SESSION_CACHE / "torch")
+os.environ["BPCLIP_HOME"] = str(_SESSION_CACHE / "bpclip")
+os.environ.pop("BPCLIP_CHECKPOINT", None)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from bpclip_core import BPCLIP, preset  # noqa: E402
+from bpclip_core.text import adjective_embeddings  # noqa: E402
+
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """Each test gets its own BPCLIP_HOME and no BPCLIP_CHECKPOINT."""
+    monkeypatch.setenv("BPCLIP_HOME", str(tmp_path / "bpclip-home"))
+    monkeypatch.delenv("BPCLIP_CHECKPOINT", raising=False)
+
+
+@pytest.fixture(scope="session")
+def tiny_text_embeddings() -> torch.Tensor:
+    """The 40 adjective embeddings from the randomly initialised tiny CLIP text tower."""
+    torch.manual_seed(0)
+    return adjective_embeddings(preset("tiny").text_model, pretrained=False)
+
+
+def make_model(mode: str, text_embeddings: torch.Tensor, seed: int = 0) -> BPCLIP:
+    torch.manual_seed(seed)
+    return BPCLIP(preset("tiny", mode=mode), text_embeddings).eval()
+
+
+@pytest.fixture
+def nr_model(tiny_text_embeddings) -> BPCLIP:
+    return make_model("nr", tiny_text_embeddings)
+
+
+@pytest.fixture
+def fr_model(tiny_text_embeddings) -> BPCLIP:
+    return make_model("fr", tiny_text_embeddings)
+
+
+@pytest.fixture
+def images() -> torch.Tensor:
+    """A batch of two smooth random 64x64 images in [0, 1]."""
+    generator = torch.Generator().manual_seed(1)
+    coarse = torch.rand(2, 3, 8, 8, generator=generator)
+    return torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+
+
+@pytest.fixture(scope="session")
+def planted_resnet18() -> dict[str, torch.Tensor]:
+    """Random ResNet18 weights written where torchvision keeps its ImageNet file (real name, .pth)."""
+    import torchvision
+
+    from bpclip_core.weights import torchvision_weights_path
+
+    torch.manual_seed(18)
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    path = torchvision_weights_path("resnet18")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state
+
+
+@pytest.fixture(scope="session")
+def planted_clip_rn50() -> dict[str, torch.Tensor]:
+    """Random CLIP RN50 weights laid out as open_clip's file in a Hugging Face cache snapshot."""
+    from huggingface_hub.constants import HF_HUB_CACHE
+    from safetensors.torch import save_file
+
+    from bpclip_core.weights import build_clip_model, clip_hub_repo
+
+    torch.manual_seed(50)
+    state = {k: v.contiguous() for k, v in build_clip_model("RN50/openai", pretrained=False).state_dict().items()}
+    repo_dir = Path(HF_HUB_CACHE) / f"models--{clip_hub_repo('RN50', 'openai').replace('/', '--')}"
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    save_file(state, str(snapshot / "open_clip_model.safetensors"))
+    return state

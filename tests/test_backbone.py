@@ -1,0 +1,38 @@
+import pytest
+import torch
+
+from bpclip_core.backbone import build_backbone
+
+
+@pytest.mark.parametrize(
+    ("name", "channels"),
+    [
+        ("resnet18", (64, 64, 128, 256, 512)),
+        ("resnet50", (64, 256, 512, 1024, 2048)),
+        ("clip-rn50", (64, 256, 512, 1024, 2048)),
+    ],
+)
+def test_five_levels_with_halving_resolution(name, channels):
+    backbone = build_backbone(name).eval()
+    assert backbone.channels == channels
+    with torch.no_grad():
+        levels = backbone(torch.rand(1, 3, 64, 96))
+    assert [f.shape[1] for f in levels] == list(channels)
+    assert [tuple(f.shape[-2:]) for f in levels] == [(64 // 2**i, 96 // 2**i) for i in range(1, 6)]
+
+
+def test_unknown_backbone():
+    with pytest.raises(ValueError, match="unknown backbone"):
+        build_backbone("vgg16")
+
+
+def test_batchnorm_stays_frozen_in_train_mode():
+    backbone = build_backbone("resnet18").train()
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms and all(not m.training for m in norms)
+    assert all(not p.requires_grad for m in norms for p in m.parameters())
+    before = [m.running_mean.clone() for m in norms]
+    backbone(torch.rand(2, 3, 64, 64) * 3)
+    assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(p.requires_grad for m in convs for p in m.parameters())

@@ -1,0 +1,99 @@
+import pytest
+import torch
+
+from bpclip_core import BPCLIP, InputError, preset
+
+
+def test_nr_forward_shapes_and_probabilities(nr_model, images):
+    out = nr_model(images)
+    assert out.score.shape == (2,)
+    assert out.level_probabilities.shape == (2, 4, 40)
+    assert torch.allclose(out.level_probabilities.sum(-1), torch.ones(2, 4))
+    assert torch.allclose(out.adjective_probabilities, out.level_probabilities.mean(1))
+
+
+def test_fr_forward_and_identical_versus_distorted(fr_model, images):
+    reference = images
+    distorted = (images + 0.2 * torch.randn_like(images)).clamp(0, 1)
+    same = fr_model(reference, reference)
+    different = fr_model(distorted, reference)
+    assert same.score.shape == (2,)
+    assert not torch.allclose(same.score, different.score)
+    # the difference channels of every level's gate input are exactly zero for identical pairs
+    levels = fr_model.backbone(torch.cat([reference, reference]))
+    assert all(torch.equal(f[:2], f[2:]) for f in levels)
+
+
+def test_fr_accepts_any_equal_size_and_non_square(fr_model):
+    x = torch.rand(1, 3, 64, 96)
+    assert fr_model(x, x).score.shape == (1,)
+
+
+def _trainable_grads(model, out):
+    out.score.sum().backward()
+    return {name: p.grad for name, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize("mode", ["nr", "fr"])
+def test_backward_reaches_trainable_parts_not_frozen_ones(mode, tiny_text_embeddings, images):
+    torch.manual_seed(0)
+    model = BPCLIP(preset("tiny", mode=mode), tiny_text_embeddings).train()
+    out = model(images, images.flip(-1) if mode == "fr" else None)
+    grads = _trainable_grads(model, out)
+    for name in [
+        "backbone.stem.0.weight",
+        "backbone.stages.3.1.conv2.weight",
+        "gated_pooling.0.gate.block.0.weight",
+        "tokenizers.4.reduce.weight",
+        "positional_encoding.embedding",
+        "information_branch.blocks.3.key.weight",
+        "weight_branch.blocks.0.query.weight",
+        "fusion.2.weight.0.0.weight",
+        "clip_mapping.1.project.2.weight",
+        "regressor.mlp.0.weight",
+    ]:
+        assert grads[name] is not None and grads[name].abs().sum() > 0, name
+    bn_params = [n for n, p in model.named_parameters() if "backbone" in n and not p.requires_grad]
+    assert bn_params and all(grads[n] is None for n in bn_params)
+    assert "text_embeddings" not in dict(model.named_parameters())
+    assert not model.text_embeddings.requires_grad
+
+
+def test_text_embeddings_shape_is_checked(tiny_text_embeddings):
+    with pytest.raises(ValueError, match="text_embeddings must have shape"):
+        BPCLIP(preset("tiny"), tiny_text_embeddings[:10])
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        ([[0.5]], TypeError, "must be a torch.Tensor"),
+        (torch.rand(2, 64, 64), InputError, "3 \\(RGB\\) channels"),
+        (torch.rand(2, 1, 3, 64, 64), InputError, "must have shape"),
+        (torch.rand(2, 4, 64, 64), InputError, "3 \\(RGB\\) channels"),
+        (torch.rand(1, 3, 16, 64), InputError, "at least 32 px"),
+        (torch.full((1, 3, 64, 64), float("nan")), InputError, "NaN or Inf"),
+        (torch.full((1, 3, 64, 64), float("inf")), InputError, "NaN or Inf"),
+        (torch.rand(1, 3, 64, 64) * 255, InputError, "values must lie in \\[0, 1\\]"),
+        (torch.rand(1, 3, 64, 64) - 0.5, InputError, "values must lie in"),
+        (torch.rand(0, 3, 64, 64), InputError, "empty batch"),
+    ],
+)
+def test_bad_inputs_get_clear_errors(nr_model, bad, error, message):
+    with pytest.raises(error, match=message):
+        nr_model(bad)
+
+
+def test_data_range_255_matches_unit_range(nr_model, images):
+    assert torch.allclose(nr_model(images * 255, data_range=255.0).score, nr_model(images).score, atol=1e-5)
+    single = nr_model(images[0]).score  # a (3, H, W) image is a batch of one
+    assert single.shape == (1,)
+
+
+def test_mode_errors(nr_model, fr_model, images):
+    with pytest.raises(InputError, match="no-reference .* takes no reference"):
+        nr_model(images, images)
+    with pytest.raises(InputError, match="full-reference .* pass reference"):
+        fr_model(images)
+    with pytest.raises(InputError, match="same shape"):
+        fr_model(images, images[:, :, :48])
