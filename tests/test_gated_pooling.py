@@ -1,4 +1,5 @@
 import torch
+import torch.nn.functional as F
 
 from bpclip_core.gated_pooling import (
     GatedLocalPoolingFR,
@@ -11,12 +12,14 @@ from bpclip_core.gated_pooling import (
 def test_nr_gate_is_a_sigmoid_mask_times_transformed_features():  # eq. 2
     torch.manual_seed(0)
     glp = GatedLocalPoolingNR(16, reduction=4)
-    features = torch.randn(2, 16, 8, 8)
+    features = torch.randn(2, 16, 8, 12)
     mask = torch.sigmoid(glp.gate(features))
-    assert mask.shape == (2, 1, 8, 8)
+    assert mask.shape == (2, 1, 8, 12)
     assert bool(((mask > 0) & (mask < 1)).all())
-    expected = mask * glp.feature_transform(features)
-    assert torch.allclose(glp(features), expected)
+    literal = mask * glp.feature_transform(features)
+    assert torch.allclose(glp.gated(features), literal)
+    # the pooled fast path equals pooling the literal eq. 2 map
+    assert torch.allclose(glp(features, (2, 3)), F.adaptive_avg_pool2d(literal, (2, 3)), atol=1e-5)
     assert glp.out_channels == 16
 
 
@@ -24,23 +27,23 @@ def test_fr_gate_concatenates_distorted_reference_and_difference():  # eq. 1
     torch.manual_seed(0)
     glp = GatedLocalPoolingFR(8, reduction=4)
     distorted, reference = torch.randn(2, 8, 6, 6), torch.randn(2, 8, 6, 6)
-    out = glp(distorted, reference)
-    assert out.shape == (2, 24, 6, 6) and glp.out_channels == 24
+    literal = glp.gated(distorted, reference)
+    assert literal.shape == (2, 24, 6, 6) and glp.out_channels == 24
     mask = torch.sigmoid(glp.gate((distorted - reference).abs()))
-    assert torch.allclose(out[:, 16:], mask * (distorted - reference).abs())
-    same = glp(distorted, distorted)
+    assert torch.allclose(literal[:, 16:], mask * (distorted - reference).abs())
+    assert torch.allclose(glp(distorted, reference, (3, 3)), F.adaptive_avg_pool2d(literal, (3, 3)), atol=1e-6)
+    same = glp(distorted, distorted, (3, 3))
     assert torch.count_nonzero(same[:, 16:]) == 0  # identical inputs: the difference part is zero
     assert torch.allclose(same[:, :8], same[:, 8:16])
 
 
-def test_tokens_have_the_deepest_grid_and_pooling_commutes_with_projection():
+def test_tokens_are_the_reduced_pooled_grid():
     torch.manual_seed(0)
     tokenizer = LevelTokenizer(12, token_dim=10)
-    gated = torch.randn(2, 12, 16, 24)
-    tokens = tokenizer(gated, (2, 3))
+    pooled = torch.randn(2, 12, 2, 3)
+    tokens = tokenizer(pooled)
     assert tokens.shape == (2, 6, 10)
-    projected_then_pooled = torch.nn.functional.adaptive_avg_pool2d(tokenizer.reduce(gated), (2, 3))
-    assert torch.allclose(tokens, projected_then_pooled.flatten(2).transpose(1, 2), atol=1e-5)
+    assert torch.allclose(tokens[:, 4], tokenizer.reduce(pooled)[:, :, 1, 1], atol=1e-6)
 
 
 def test_positional_encoding_is_resized_to_the_grid():

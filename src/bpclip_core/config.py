@@ -42,7 +42,7 @@ class BPCLIPConfig:
     backbone: str = "resnet50"
     token_dim: int = 256
     num_heads: int = 8
-    gate_reduction: int = 4
+    gate_reduction: int = 8
     fusion_hidden_dim: int = 512
     clip_hidden_dim: int = 512
     regressor_hidden_dim: int = 256

@@ -4,6 +4,11 @@ Each backbone level F_i is gated by a learned spatial mask, average-pooled in wi
 deepest level's grid (H_5 x W_5) and reduced to D channels, giving tokens G_i of shape
 (N, H_5*W_5, D). The mask network phi_i is a bottleneck conv block ending in one channel
 (the paper leaves its shape open; ours: 1x1 reduce, 3x3, 1x1 to one channel).
+
+Cost: the gated maps are pooled before any channel mixing. This is exact, not an
+approximation: the mask is one scalar per pixel and W_f a per-pixel linear map, so
+pool(m * (W_f F + b)) = W_f pool(m * F) + b pool(m). It keeps the heads cheap next to the
+backbone (see benchmarks/bench_model.py).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ class GateBottleneck(nn.Module):
 
 
 class GatedLocalPoolingNR(nn.Module):
-    """No-reference GLP: F_mask = sigmoid(phi(F)) * (W_f F)."""
+    """No-reference GLP: F_mask = sigmoid(phi(F)) * (W_f F), window-pooled to ``grid``."""
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
@@ -40,34 +45,49 @@ class GatedLocalPoolingNR(nn.Module):
         self.feature_transform = nn.Conv2d(channels, channels, 1)  # W_f
         self.out_channels = channels
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
+    def gated(self, features: torch.Tensor) -> torch.Tensor:
+        """The full-resolution gated map, as eq. 2 writes it (reference form for tests)."""
         return torch.sigmoid(self.gate(features)) * self.feature_transform(features)  # eq. 2
+
+    def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        mask = torch.sigmoid(self.gate(features))
+        pooled = F.adaptive_avg_pool2d(mask * features, grid)
+        pooled_mask = F.adaptive_avg_pool2d(mask, grid)
+        weight, bias = self.feature_transform.weight, self.feature_transform.bias
+        # eq. 2 then pooling, with W_f moved after the (linear) pooling: exact, far cheaper
+        return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask
 
 
 class GatedLocalPoolingFR(nn.Module):
-    """Full-reference GLP: F_mask = sigmoid(phi(|F^d - F^r|)) * (F^d ⊕ F^r ⊕ |F^d - F^r|)."""
+    """Full-reference GLP: sigmoid(phi(|F^d - F^r|)) * (F^d ⊕ F^r ⊕ |F^d - F^r|), window-pooled."""
 
     def __init__(self, channels: int, reduction: int) -> None:
         super().__init__()
         self.gate = GateBottleneck(channels, reduction)
         self.out_channels = 3 * channels
 
-    def forward(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    def gated(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+        """The full-resolution gated map, as eq. 1 writes it (reference form for tests)."""
         difference = (distorted - reference).abs()
         mask = torch.sigmoid(self.gate(difference))
         return mask * torch.cat([distorted, reference, difference], dim=1)  # eq. 1
 
+    def forward(self, distorted: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        difference = (distorted - reference).abs()
+        mask = torch.sigmoid(self.gate(difference))
+        # eq. 1 then pooling; each part is pooled before the concatenation (same result, less memory)
+        parts = [F.adaptive_avg_pool2d(mask * part, grid) for part in (distorted, reference, difference)]
+        return torch.cat(parts, dim=1)
+
 
 class LevelTokenizer(nn.Module):
-    """Window average pooling to the deepest grid, then a linear reduction to D channels: G_i."""
+    """The linear reduction of a pooled level to D channels, as a token sequence G_i."""
 
     def __init__(self, in_channels: int, token_dim: int) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, token_dim, 1)
 
-    def forward(self, gated: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        # pooling first is exact (both steps are linear) and much cheaper on the large levels
-        pooled = F.adaptive_avg_pool2d(gated, grid)
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.reduce(pooled).flatten(2).transpose(1, 2)  # (N, H5*W5, D)
 
 

@@ -113,14 +113,15 @@ class BPCLIP(nn.Module):
         """The level tokens G_1..G_5 with the shared positional encoding added."""
         if reference is None:
             levels = self.backbone(distorted)
-            gated = [glp(f) for glp, f in zip(self.gated_pooling, levels)]
+            grid = (levels[-1].shape[-2], levels[-1].shape[-1])
+            pooled = [glp(f, grid) for glp, f in zip(self.gated_pooling, levels)]
         else:  # one backbone pass over both images (shared weights)
-            both = self.backbone(torch.cat([distorted, reference]))
+            levels = self.backbone(torch.cat([distorted, reference]))
+            grid = (levels[-1].shape[-2], levels[-1].shape[-1])
             n = distorted.shape[0]
-            gated = [glp(f[:n], f[n:]) for glp, f in zip(self.gated_pooling, both)]
-        grid = (gated[-1].shape[-2], gated[-1].shape[-1])
+            pooled = [glp(f[:n], f[n:], grid) for glp, f in zip(self.gated_pooling, levels)]
         position = self.positional_encoding(grid)
-        return [tok(g, grid) + position for tok, g in zip(self.tokenizers, gated)]
+        return [tok(p) + position for tok, p in zip(self.tokenizers, pooled)]
 
     def forward(
         self, distorted: torch.Tensor, reference: torch.Tensor | None = None, data_range: float = 1.0
