@@ -16,7 +16,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .config import MODES, PRESETS
+from .engine import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
 from .errors import BPCLIPError
+from .protocol import PROTOCOLS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -45,10 +47,16 @@ def _parser() -> argparse.ArgumentParser:
     model.add_argument("--zero-shot", action="store_true", help="zero-shot CLIP mode: no trained BPCLIP head")
     score.add_argument("--clip-model", help="open_clip 'arch/tag' for --zero-shot (default RN50/openai)")
     score.add_argument("--download", action="store_true", help="allow downloading missing CLIP weights")
-    score.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    score.add_argument("--device", default="auto", help="auto (cuda, mps, cpu) or a torch device")
+    score.add_argument("--batch-size", type=int, default=8, help="views per forward pass (default 8)")
+    score.add_argument("--precision", choices=PRECISIONS, default="auto", help="auto: bf16/fp16 on GPU, fp32 on CPU")
     score.add_argument(
-        "--resize", type=int, default=None, help="shrink the short side to N px (default: the model's image size)"
+        "--attention", choices=ATTENTION_BACKENDS, default=DEFAULT_ATTENTION, help="attention compilation"
     )
+    score.add_argument("--protocol", choices=PROTOCOLS, default="resize", help="test-time protocol for any image size")
+    score.add_argument("--size", type=int, default=None, help="protocol size in px (default: the model's image size)")
+    score.add_argument("--num-crops", type=int, default=5, help="crops per image for --protocol crops")
+    score.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
     score.add_argument("--format", choices=("table", "csv", "json"), default="table")
     score.add_argument("--output", type=Path, help="write results to this file instead of stdout")
     score.add_argument("--top-k", type=int, default=3, help="dominant adjectives to report")
@@ -85,39 +93,36 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _pair_references(images: list[Path], ref: str | None) -> list[Path | None] | None:
-    if ref is None:
-        return None
-    ref_path = Path(ref)
-    if ref_path.is_dir():
-        by_name = {p.name: p for p in ref_path.rglob("*") if p.is_file()}
-        by_stem = {p.stem: p for p in by_name.values()}
-        return [by_name.get(p.name) or by_stem.get(p.stem) for p in images]
-    if not ref_path.is_file():
-        raise UsageError(f"--ref {ref!r} is neither a file nor a folder")
-    return [ref_path] * len(images)
-
-
 def _score(args: argparse.Namespace) -> int:
-    from tqdm.auto import tqdm
+    from .engine import QualityEngine, expand_inputs
+    from .protocol import TestTimeProtocol
 
-    from .images import find_images
-    from .scoring import describe_model, load_quality_model, score_files
-
-    if args.top_k < 1:
-        raise UsageError("--top-k must be at least 1")
-    images = find_images(args.paths)
-    if not images:
+    if args.top_k < 1 or args.batch_size < 1:
+        raise UsageError("--top-k and --batch-size must be at least 1")
+    sources = expand_inputs(args.paths)
+    if not sources:
         raise UsageError(f"no images found in {args.paths}")
-    references = _pair_references(images, args.ref)
-    mode = "fr" if args.ref else None
-    model = load_quality_model(args.checkpoint, args.zero_shot, mode, args.clip_model, args.download, args.device)
-    if args.ref is None and getattr(model, "mode", "nr") == "fr":
+    if args.ref is not None and not Path(args.ref).exists():
+        raise UsageError(f"--ref {args.ref!r} is neither a file nor a folder")
+    engine = QualityEngine.from_checkpoint(
+        args.checkpoint,
+        zero_shot=args.zero_shot,
+        mode="fr" if args.ref else None,
+        clip_model=args.clip_model,
+        allow_download=args.download,
+        device=args.device,
+        precision=args.precision,
+        attention=args.attention,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        top_k=args.top_k,
+    )
+    if args.ref is None and engine.mode == "fr":
         raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
-    resize = args.resize if args.resize is not None else getattr(getattr(model, "config", None), "image_size", None)
-    print(f"model: {describe_model(model)}", file=sys.stderr)
-    with tqdm(total=len(images), desc="scoring", unit="img", disable=args.no_progress, file=sys.stderr) as bar:
-        results = score_files(model, images, references, args.top_k, resize, bar.update)
+    size = args.size or engine.protocol.size
+    engine.protocol = TestTimeProtocol(args.protocol, size=size, num_crops=args.num_crops)
+    print(f"model: {engine.description}; device {engine.device}", file=sys.stderr)
+    results = engine.score(sources, args.ref, progress=not args.no_progress)
     text = _render(results, args.format)
     if args.output:
         args.output.parent.mkdir(parents=True, exist_ok=True)

@@ -18,17 +18,23 @@ class ImageReadError(InputError):
     """An image file could not be read or decoded."""
 
 
-def load_image(path: str | Path) -> torch.Tensor:
+def load_image(path: str | Path, min_short_side: int | None = None) -> torch.Tensor:
     """Read an image file as a (3, H, W) float tensor in [0, 1].
 
     Applies the EXIF orientation and converts grayscale, palette, RGBA (alpha dropped),
-    CMYK and 16-bit images to 8-bit-equivalent RGB.
+    CMYK and 16-bit images to 8-bit-equivalent RGB. With ``min_short_side``, JPEGs are
+    decoded at a reduced scale (1/2 .. 1/8) that keeps the short side at least that long:
+    a 6000x4000 photo to be shrunk anyway never exists at full size in memory.
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            if min_short_side is not None and opened.format == "JPEG":
+                scale = min(opened.size) / min_short_side
+                if scale >= 2:
+                    opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
             image = ImageOps.exif_transpose(opened)
             image.load()
     except FileNotFoundError as exc:
@@ -37,6 +43,11 @@ def load_image(path: str | Path) -> torch.Tensor:
         raise ImageReadError(f"{path}: not an image file PIL can decode") from exc
     except (OSError, ValueError, SyntaxError) as exc:
         raise ImageReadError(f"{path}: cannot decode image (corrupt or truncated?): {exc}") from exc
+    return pil_to_tensor(image)
+
+
+def pil_to_tensor(image) -> torch.Tensor:
+    """A PIL image of any mode as a (3, H, W) float RGB tensor in [0, 1]."""
     if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
         array = np.asarray(image, dtype=np.float32)
         peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0

@@ -1,0 +1,95 @@
+"""Test-time protocols: how an image of any size becomes the model's input.
+
+- ``resize`` (default): the whole image, its short side shrunk to ``size`` when larger
+  (never enlarged). One view per image.
+- ``crops``: the short side shrunk to at most ``2 * size``, then ``num_crops`` crops of
+  ``size x size`` (the four corners and the centre, then evenly spaced); the score is the
+  mean over crops. One view per crop.
+- ``full``: the image as it is, up to ``max_pixels`` (larger images are an error that
+  suggests another protocol).
+
+FR pairs get the same geometry for the distorted and the reference image.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import InputError
+from .images import resize_short_side
+
+PROTOCOLS = ("resize", "crops", "full")
+
+
+@dataclass(frozen=True)
+class TestTimeProtocol:
+    """One of :data:`PROTOCOLS` with its sizes."""
+
+    name: str = "resize"
+    size: int = 384
+    num_crops: int = 5
+    max_pixels: int = 16_000_000
+
+    __test__ = False  # not a pytest test class, despite its name
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOLS:
+            raise ValueError(f"unknown test-time protocol {self.name!r}; choose one of {PROTOCOLS}")
+        if self.size < 32 or self.num_crops < 1:
+            raise ValueError("protocol size must be at least 32 and num_crops at least 1")
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """The smallest short side the decoder must keep (None: decode at full size)."""
+        return {"resize": self.size, "crops": 2 * self.size, "full": None}[self.name]
+
+    def pair_views(
+        self, image: torch.Tensor, reference: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The (V, 3, h, w) views of one (3, H, W) image and of its reference (FR)."""
+        views, ref_views, _ = self.batch_views(image[None], None if reference is None else reference[None])
+        return views, ref_views
+
+    def batch_views(
+        self, images: torch.Tensor, references: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
+        """Views of a batch (N, 3, H, W), image by image, and the number of views of each."""
+        if references is not None and references.shape != images.shape:
+            raise InputError(
+                f"full-reference pairs must have the same size: distorted {tuple(images.shape[-2:])} "
+                f"vs reference {tuple(references.shape[-2:])}"
+            )
+        single = [1] * images.shape[0]
+        if self.name == "full":
+            if images.shape[-1] * images.shape[-2] > self.max_pixels:
+                raise InputError(
+                    f"image is {images.shape[-1]}x{images.shape[-2]} px, over the 'full' protocol's limit of "
+                    f"{self.max_pixels} px; use the 'resize' or 'crops' protocol"
+                )
+            return images, references, single
+        if self.name == "resize":
+            refs = None if references is None else resize_short_side(references, self.size)
+            return resize_short_side(images, self.size), refs, single
+        images = resize_short_side(images, 2 * self.size)
+        boxes = crop_boxes(images.shape[-2], images.shape[-1], self.size, self.num_crops)
+
+        def cut(batch: torch.Tensor) -> torch.Tensor:  # image-major: all crops of image 0 first
+            return torch.stack([batch[:, :, t : t + h, x : x + w] for t, x, h, w in boxes], dim=1).flatten(0, 1)
+
+        refs = None if references is None else cut(resize_short_side(references, 2 * self.size))
+        return cut(images), refs, [len(boxes)] * images.shape[0]
+
+
+def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int, int, int]]:
+    """(top, left, h, w) of ``count`` crops: corners and centre first, then evenly spaced."""
+    h, w = min(size, height), min(size, width)
+    bottom, right = height - h, width - w
+    boxes = [(bottom // 2, right // 2), (0, 0), (0, right), (bottom, 0), (bottom, right)]
+    extra = count - len(boxes)
+    if extra > 0:
+        side = int(extra**0.5) + 1
+        grid = [(round(bottom * i / side), round(right * j / side)) for i in range(side + 1) for j in range(side + 1)]
+        boxes += [g for g in grid if g not in boxes]
+    return [(t, left, h, w) for t, left in boxes[:count]]

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bpclip_core import InputError
+from bpclip_core.checkpoint import save_checkpoint
+from bpclip_core.engine import QualityEngine, autocast_dtype, compile_attention, pick_device
+from bpclip_core.images import load_image
+
+
+def _png(path, array):
+    Image.fromarray(array).save(path)
+    return path
+
+
+@pytest.fixture
+def photo_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(5):
+        _png(folder / f"img{i}.png", rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
+    return folder
+
+
+def test_every_input_kind_gives_the_models_own_score(nr_model, photo_dir):
+    engine = QualityEngine(nr_model, attention="eager", num_workers=0)
+    path = photo_dir / "img0.png"
+    tensor = load_image(path)
+    with torch.inference_mode():
+        expected = float(nr_model(tensor[None]).score)
+    array = np.asarray(Image.open(path))
+    sources = [path, str(path), Image.open(path), array, tensor, tensor[None], (tensor * 255).round() / 255]
+    results = engine.score(sources)
+    assert [r.error for r in results] == [None] * 7
+    assert all(r.score == pytest.approx(expected, abs=1e-5) for r in results)
+    assert results[3].path == "<ndarray #3>"
+
+
+def test_workers_and_batching_do_not_change_scores(nr_model, photo_dir):
+    one_by_one = QualityEngine(nr_model, attention="eager", batch_size=1, num_workers=0).score(photo_dir)
+    batched = QualityEngine(nr_model, attention="script", batch_size=4, num_workers=1).score(photo_dir)
+    assert [r.path for r in one_by_one] == [r.path for r in batched]
+    for a, b in zip(one_by_one, batched):
+        assert a.score == pytest.approx(b.score, abs=1e-5)
+
+
+@pytest.mark.parametrize("backend", ["script", "compile"])
+def test_attention_backends_match_eager(tiny_text_embeddings, images, backend):
+    from conftest import make_model
+
+    eager = make_model("fr", tiny_text_embeddings)
+    compiled = compile_attention(make_model("fr", tiny_text_embeddings), backend)
+    assert type(compiled.information_branch) is not type(eager.information_branch)
+    with torch.inference_mode():
+        a, b = eager(images, images.flip(-1)), compiled(images, images.flip(-1))
+    assert torch.allclose(a.score, b.score, atol=1e-5)
+    assert torch.allclose(a.level_probabilities, b.level_probabilities, atol=1e-5)
+
+
+def test_scripted_model_still_saves_and_loads(tmp_path, nr_model, images):
+    from bpclip_core.checkpoint import load_checkpoint
+
+    expected = nr_model(images).score
+    compile_attention(nr_model, "script")
+    loaded = load_checkpoint(save_checkpoint(nr_model, tmp_path / "m.safetensors"))
+    assert torch.allclose(loaded(images).score, expected, atol=1e-6)
+
+
+def test_bad_inputs_are_reported_one_by_one(nr_model, photo_dir, tmp_path):
+    (photo_dir / "zero.jpg").write_bytes(b"")
+    (photo_dir / "notes.png").write_text("hello")
+    data = (photo_dir / "img1.png").read_bytes()
+    (photo_dir / "truncated.png").write_bytes(data[:200])
+    _png(photo_dir / "small.png", np.zeros((20, 60, 3), np.uint8))
+    _png(photo_dir / "one.png", np.zeros((1, 1, 3), np.uint8))
+    link = photo_dir.parent / "link.jpg"
+    link.symlink_to(tmp_path / "missing.jpg")  # a dangling link: an unreadable path
+    extra = [link, torch.full((3, 40, 40), float("nan")), torch.rand(3, 40, 40) * 2, {"not": "an image"}]
+    results = QualityEngine(nr_model, num_workers=1, batch_size=3).score([photo_dir, *extra])
+    by_name = {r.path.rsplit("/", 1)[-1]: r for r in results}
+    errors = {name: r.error for name, r in by_name.items() if r.error}
+    assert set(errors) == {
+        "zero.jpg", "notes.png", "truncated.png", "small.png", "one.png", "link.jpg",
+        "<Tensor #11>", "<Tensor #12>", "<dict #13>",
+    }  # fmt: skip
+    assert "at least 32 px" in errors["small.png"] and "NaN" in errors["<Tensor #11>"]
+    assert "values must lie in" in errors["<Tensor #12>"] and "cannot score an object" in errors["<dict #13>"]
+    assert all(by_name[f"img{i}.png"].score is not None for i in range(5))
+
+
+def test_full_reference_pairs(fr_model, photo_dir, tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    for i in range(4):
+        (refs / f"img{i}.png").write_bytes((photo_dir / f"img{i}.png").read_bytes())
+    _png(refs / "img3.png", np.zeros((50, 50, 3), np.uint8))  # wrong size for its partner
+    engine = QualityEngine(fr_model, num_workers=0)
+    results = engine.score(photo_dir, refs)
+    assert [r.error is None for r in results] == [True, True, True, False, False]
+    assert "same size" in results[3].error and "no reference" in results[4].error
+    same = engine.score(photo_dir / "img0.png", photo_dir / "img0.png")[0]
+    assert same.score is not None
+    with pytest.raises(InputError, match="5 images but 2 references"):
+        engine.score(photo_dir, [refs / "img0.png", refs / "img1.png"])
+    with pytest.raises(InputError, match="pass reference images"):
+        engine.score(photo_dir)
+
+
+def test_predict_batches_and_crops(nr_model, images):
+    engine = QualityEngine(nr_model, batch_size=1, protocol="resize")
+    assert torch.allclose(engine.predict(images).score, nr_model(images).score, atol=1e-5)
+    crops = QualityEngine(nr_model, protocol="crops")
+    crops.protocol = crops.protocol.__class__("crops", size=32, num_crops=5)
+    views, _, _ = crops.protocol.batch_views(images)
+    expected = nr_model(views).score.view(2, 5).mean(1)
+    assert torch.allclose(crops.predict(images).score, expected, atol=1e-5)
+    with pytest.raises(InputError, match="same shape"):
+        engine.predict(images, images[:1])
+
+
+def test_a_huge_photo_is_decoded_small(nr_model, tmp_path):
+    path = tmp_path / "huge.jpg"
+    Image.new("RGB", (6000, 4000), (120, 80, 40)).save(path, quality=80)
+    small = load_image(path, min_short_side=384)
+    assert 384 <= min(small.shape[-2:]) < 1000
+    result = QualityEngine(nr_model, num_workers=0).score(path)[0]
+    assert result.error is None
+
+
+def test_device_precision_and_progress(nr_model, photo_dir):
+    assert pick_device("auto").type in {"cuda", "mps", "cpu"}
+    assert autocast_dtype(torch.device("cpu"), "auto") is None
+    assert autocast_dtype(torch.device("cpu"), "bf16") is torch.bfloat16
+    with pytest.raises(ValueError, match="precision"):
+        autocast_dtype(torch.device("cpu"), "int8")
+    seen = []
+    engine = QualityEngine(nr_model, device="cpu", precision="bf16", num_workers=0, batch_size=2)
+    results = engine.score(photo_dir, progress=seen.append)
+    assert sum(seen) == 5 and all(r.score is not None for r in results)
+    with pytest.raises(ValueError, match="at least 1"):
+        QualityEngine(nr_model, batch_size=0)
+    with pytest.raises(InputError, match="no images"):
+        engine.score([])
