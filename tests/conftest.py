@@ -48,6 +48,12 @@ def make_model(mode: str, text_embeddings: torch.Tensor, seed: int = 0) -> BPCLI
 
 
 @pytest.fixture
+def model_factory(tiny_text_embeddings):
+    """Build a fresh tiny model: ``model_factory(mode, seed=0)``."""
+    return lambda mode, seed=0: make_model(mode, tiny_text_embeddings, seed)
+
+
+@pytest.fixture
 def nr_model(tiny_text_embeddings) -> BPCLIP:
     return make_model("nr", tiny_text_embeddings)
 

@@ -98,8 +98,8 @@ def test_usage_errors_exit_2(checkpoints, image_dir, capsys, tmp_path):
     code, _, err = _score(capsys, tmp_path / "absent.jpg", "--checkpoint", checkpoints / "nr.safetensors")
     assert code == 1 and "no such file" in err
     assert main(["score"]) == 2
-    code, _, err = _score(capsys, image_dir, "--zero-shot")
-    assert code == 2 and "CLIP weights for RN50/openai not found" in err
+    code, _, err = _score(capsys, image_dir, "--zero-shot", "--clip-model", "RN101/openai")  # never planted
+    assert code == 2 and "CLIP weights for RN101/openai not found" in err
 
 
 def test_zero_shot_from_the_command_line(planted_clip_rn50, image_dir, capsys):

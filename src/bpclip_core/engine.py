@@ -284,10 +284,17 @@ class QualityEngine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
-    def forward_views(self, views: torch.Tensor, references: torch.Tensor | None = None) -> QualityOutput:
-        """Run the model on prepared views in chunks of ``batch_size``; float32 outputs on the CPU."""
+    def forward_views(
+        self, views: torch.Tensor, references: torch.Tensor | None = None, differentiable: bool = False
+    ) -> QualityOutput:
+        """Run the model on prepared views in chunks of ``batch_size``.
+
+        By default under ``torch.inference_mode`` with float32 outputs on the CPU; with
+        ``differentiable=True`` gradients flow and outputs stay on the model's device.
+        """
         scores, probabilities = [], []
-        with torch.inference_mode():
+        grad_mode = contextlib.nullcontext() if differentiable else torch.inference_mode()
+        with grad_mode:
             for start in range(0, views.shape[0], self.batch_size):
                 x = views[start : start + self.batch_size].to(self.device, non_blocking=True)
                 ref = None
@@ -298,14 +305,26 @@ class QualityEngine:
                     ref = None if ref is None else ref.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
                     out = self.model(x, ref)
-                scores.append(out.score.float().cpu())
-                probabilities.append(out.level_probabilities.float().cpu())
+                score, probs = out.score.float(), out.level_probabilities.float()
+                scores.append(score if differentiable else score.cpu())
+                probabilities.append(probs if differentiable else probs.cpu())
         return QualityOutput(torch.cat(scores), torch.cat(probabilities))
 
     def predict(
-        self, images: torch.Tensor, references: torch.Tensor | None = None, data_range: float = 1.0
+        self,
+        images: torch.Tensor,
+        references: torch.Tensor | None = None,
+        data_range: float = 1.0,
+        differentiable: bool = False,
     ) -> QualityOutput:
-        """Score an in-memory batch (N, 3, H, W) under the test-time protocol; raises on bad input."""
+        """Score an in-memory batch (N, 3, H, W) under the test-time protocol; raises on bad input.
+
+        ``differentiable=True`` keeps the autograd graph (for use as a loss).
+        """
+        if self.mode == "fr" and references is None:
+            raise InputError("this is a full-reference model: pass reference images")
+        if self.mode == "nr" and references is not None:
+            raise InputError("this is a no-reference model: it takes no reference images")
         images = check_images(images, "images", data_range)
         if references is not None:
             references = check_images(references, "references", data_range)
@@ -315,7 +334,7 @@ class QualityEngine:
                     f"vs references {tuple(references.shape)}"
                 )
         views, ref_views, counts = self.protocol.batch_views(images, references)
-        return _mean_over_views(self.forward_views(views, ref_views), counts)
+        return _mean_over_views(self.forward_views(views, ref_views, differentiable), counts)
 
     def score(
         self,

@@ -38,9 +38,10 @@ def check_images(images: torch.Tensor, name: str = "images", data_range: float =
         )
     if not images.is_floating_point():
         images = images.float()
-    if not bool(torch.isfinite(images).all()):
+    values = images.detach()
+    if not bool(torch.isfinite(values).all()):
         raise InputError(f"{name} contains NaN or Inf values")
-    low, high = float(images.min()), float(images.max())
+    low, high = float(values.min()), float(values.max())
     tolerance = 1e-4 * data_range
     if low < -tolerance or high > data_range + tolerance:
         raise InputError(

@@ -115,11 +115,11 @@ class BPCLIP(nn.Module):
             levels = self.backbone(distorted)
             grid = (levels[-1].shape[-2], levels[-1].shape[-1])
             pooled = [glp(f, grid) for glp, f in zip(self.gated_pooling, levels)]
-        else:  # one backbone pass over both images (shared weights)
-            levels = self.backbone(torch.cat([distorted, reference]))
+        else:  # the same backbone (shared weights) on both; two passes beat one of twice the batch
+            levels = self.backbone(distorted)
+            reference_levels = self.backbone(reference)
             grid = (levels[-1].shape[-2], levels[-1].shape[-1])
-            n = distorted.shape[0]
-            pooled = [glp(f[:n], f[n:], grid) for glp, f in zip(self.gated_pooling, levels)]
+            pooled = [glp(f, r, grid) for glp, f, r in zip(self.gated_pooling, levels, reference_levels)]
         position = self.positional_encoding(grid)
         return [tok(p) + position for tok, p in zip(self.tokenizers, pooled)]
 

@@ -1,5 +1,9 @@
 """bpclip_plugins: thin adapters of bpclip_core for torchmetrics, pyiqa and FiftyOne.
 
-Each adapter only maps its framework's conventions onto bpclip_core; no scoring logic lives
-here. (The adapters land with their own issues; this package holds none yet.)
+Each adapter maps its framework's conventions onto bpclip_core's engine; no scoring logic
+lives here. Importing this package registers BPCLIP with pyiqa when pyiqa is installed.
 """
+
+from .pyiqa import register_when_available
+
+register_when_available()

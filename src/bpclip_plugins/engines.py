@@ -1,0 +1,68 @@
+"""The engines the adapters share: loaded once per (model, device, options), reused by every
+metric instance, clone and call, so model weights never live in an adapter's state."""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bpclip_core.checkpoint import resolve_checkpoint
+from bpclip_core.engine import QualityEngine, load_quality_model, pick_device
+from bpclip_core.errors import CheckpointNotFoundError
+
+_CACHE: dict[tuple, QualityEngine] = {}
+_LOCK = threading.Lock()
+_MAX_ENGINES = 4
+
+
+def shared_engine(
+    checkpoint: str | Path | None = None,
+    zero_shot: bool = False,
+    mode: str | None = None,
+    clip_model: str | None = None,
+    device: str | torch.device | None = "auto",
+    fallback_to_zero_shot: bool = True,
+    **options: Any,
+) -> QualityEngine:
+    """A cached :class:`QualityEngine` for a checkpoint (or zero-shot CLIP).
+
+    With no checkpoint anywhere (no argument, no ``BPCLIP_CHECKPOINT``, nothing cached) and
+    ``fallback_to_zero_shot``, NR scoring falls back to zero-shot CLIP with a warning that
+    says so; an explicitly named checkpoint that is missing is always an error.
+    """
+    path = None
+    if not zero_shot:
+        try:
+            path = resolve_checkpoint(checkpoint, mode)
+        except CheckpointNotFoundError:
+            if checkpoint is not None or mode == "fr" or not fallback_to_zero_shot:
+                raise
+            warnings.warn(
+                "no BPCLIP checkpoint found (no official trained weights exist yet): scoring with "
+                "zero-shot CLIP instead. Pass checkpoint=... or zero_shot=True to silence this.",
+                UserWarning,
+                stacklevel=3,
+            )
+            zero_shot = True
+    resolved = pick_device(device)
+    stamp = (str(path), path.stat().st_mtime_ns) if path is not None else None
+    key = (stamp, zero_shot, clip_model, mode, str(resolved), tuple(sorted(options.items())))
+    with _LOCK:
+        engine = _CACHE.get(key)
+        if engine is None:
+            model = load_quality_model(path, zero_shot, mode, clip_model)
+            engine = QualityEngine(model, device=resolved, **options)
+            if len(_CACHE) >= _MAX_ENGINES:
+                _CACHE.pop(next(iter(_CACHE)))
+            _CACHE[key] = engine
+    return engine
+
+
+def clear_engine_cache() -> None:
+    """Forget every cached engine (frees their models)."""
+    with _LOCK:
+        _CACHE.clear()

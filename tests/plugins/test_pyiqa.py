@@ -1,0 +1,112 @@
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyiqa
+import pytest
+import torch
+from PIL import Image
+
+import bpclip_plugins  # noqa: F401  (registers BPCLIP with pyiqa)
+from bpclip_core.engine import QualityEngine, load_quality_model
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _images(n, seed):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.nn.functional.interpolate(torch.rand(n, 3, 8, 8, generator=generator), size=(64, 64), mode="bilinear")
+
+
+def test_metrics_are_listed_with_their_metadata(tiny_checkpoints):
+    names = pyiqa.list_models()
+    assert {"bpclip", "bpclip_fr", "bpclip_zeroshot"} <= set(names)
+    assert "bpclip_fr" in pyiqa.list_models(metric_mode="FR")
+    metric = pyiqa.create_metric("bpclip", checkpoint=str(tiny_checkpoints["nr"]), device="cpu")
+    assert (metric.metric_mode, metric.lower_better, metric.score_range) == ("NR", False, "0, 1")
+    fr = pyiqa.create_metric("bpclip_fr", checkpoint=str(tiny_checkpoints["fr"]), device="cpu")
+    assert fr.metric_mode == "FR"
+
+
+def test_scores_match_the_core_engine(tiny_checkpoints, tmp_path):
+    nr_path, fr_path = tiny_checkpoints["nr"], tiny_checkpoints["fr"]
+    engine_nr = QualityEngine(load_quality_model(nr_path), attention="eager")
+    engine_fr = QualityEngine(load_quality_model(fr_path), attention="eager")
+    x, y = _images(2, 0), _images(2, 1)
+    nr = pyiqa.create_metric("bpclip", checkpoint=str(nr_path), device="cpu")
+    fr = pyiqa.create_metric("bpclip_fr", checkpoint=str(fr_path), device="cpu")
+    assert torch.allclose(nr(x).squeeze(1), engine_nr.predict(x).score, atol=1e-5)
+    assert torch.allclose(fr(x, y).squeeze(1), engine_fr.predict(x, y).score, atol=1e-5)
+    files = []
+    for i, image in enumerate((x * 255).round().byte()):
+        files.append(tmp_path / f"{i}.png")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(files[-1])
+    from_file = nr(str(files[0]))
+    assert from_file.item() == pytest.approx(engine_nr.score(files[0])[0].score, abs=1e-5)
+    pair = fr(str(files[0]), str(files[1]))
+    assert pair.item() == pytest.approx(engine_fr.score(files[0], files[1])[0].score, abs=1e-5)
+
+
+def test_as_loss_gives_gradients(tiny_checkpoints):
+    loss = pyiqa.create_metric("bpclip", checkpoint=str(tiny_checkpoints["nr"]), as_loss=True, device="cpu")
+    x = _images(2, 3).requires_grad_()
+    value = loss(x)
+    assert value.ndim == 0
+    value.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_zero_shot_entry(planted_clip_rn50):
+    metric = pyiqa.create_metric("bpclip_zeroshot", device="cpu")
+    score = metric(_images(1, 4))
+    assert 0 <= score.item() <= 1
+
+
+def test_entry_point_is_declared():
+    points = importlib.metadata.entry_points(group="pyiqa.archs")
+    (point,) = [p for p in points if p.name == "bpclip"]
+    assert point.value == "bpclip_plugins.pyiqa:register"
+    assert callable(point.load())
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [
+        ("import bpclip_plugins, pyiqa; print('bpclip' in pyiqa.list_models())", "True"),
+        ("import pyiqa, bpclip_plugins; print('bpclip' in pyiqa.list_models())", "True"),
+        ("import sys; sys.modules['pyiqa'] = None; import bpclip_plugins; print('ok')", "ok"),
+    ],
+)
+def test_import_order_and_pyiqa_missing(code, expected):
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == expected
+
+
+def test_pyiqa_trainer_runs_the_example_config(tiny_checkpoints, tmp_path):
+    rng = np.random.default_rng(0)
+    images = tmp_path / "data" / "images"
+    images.mkdir(parents=True)
+    rows = ["image,mos,split"]
+    for i in range(12):
+        name = f"img{i:02d}.png"
+        Image.fromarray(rng.integers(0, 256, (72, 72, 3), dtype=np.uint8)).save(images / name)
+        rows.append(f"{name},{rng.uniform(1, 5):.3f},{'train' if i < 8 else 'val'}")
+    (tmp_path / "data" / "meta.csv").write_text("\n".join(rows) + "\n")
+    config = (ROOT / "examples" / "pyiqa" / "train_bpclip_nr.yml").read_text()
+    config = config.replace("total_iter: 200", "total_iter: 4").replace("val_freq: 50", "val_freq: 2")
+    (tmp_path / "train.yml").write_text(config)
+    env = dict(os.environ, BPCLIP_DATA=str(tmp_path / "data"), BPCLIP_INIT=str(tiny_checkpoints["nr"]))
+    script = ROOT / "examples" / "pyiqa" / "train_with_pyiqa.py"
+    run = subprocess.run(
+        [sys.executable, str(script), "-opt", str(tmp_path / "train.yml")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    saved = list((tmp_path / "experiments").rglob("net_*.pth"))
+    assert saved, run.stdout[-2000:]
+    state = torch.load(saved[0], map_location="cpu", weights_only=True)["params"]
+    assert any(k.startswith("model.backbone") for k in state)
