@@ -18,6 +18,11 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TORCH_HOME"] = str(_SESSION_CACHE / "torch")
 os.environ["BPCLIP_HOME"] = str(_SESSION_CACHE / "bpclip")
 os.environ.pop("BPCLIP_CHECKPOINT", None)
+# FiftyOne: its own mongod with a throw-away database, our plugins folder, no telemetry
+os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_CACHE / "fiftyone-db")
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(_SESSION_CACHE / "fiftyone-plugins")
+os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
+os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

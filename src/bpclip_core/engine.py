@@ -15,7 +15,7 @@ import contextlib
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -346,6 +346,24 @@ class QualityEngine:
 
         Never raises for a single bad input: its ``error`` says what went wrong.
         """
+        results: list[ScoredInput] = []
+        bar = None
+        try:
+            for total, chunk in self.iter_scores(inputs, references):
+                if bar is None:
+                    bar = _progress_bar(progress, total)
+                results.extend(result for _, result in chunk)
+                bar(len(chunk))
+        finally:
+            if bar is not None:
+                bar(0, close=True)
+        return results
+
+    def iter_scores(self, inputs: Any, references: Any = None) -> Iterator[tuple[int, list[tuple[int, ScoredInput]]]]:
+        """Score chunk by chunk, in input order: yields ``(total, [(index, result), ...])``.
+
+        For callers that write results as they come (a killed run keeps what was written).
+        """
         sources = expand_inputs(inputs)
         if not sources:
             raise InputError("no images to score")
@@ -366,20 +384,17 @@ class QualityEngine:
             prefetch_factor=2 if workers else None,
             pin_memory=self.device.type == "cuda",
         )
-        results = [
-            ScoredInput(_label(s, i), None if r is None else _label(r, i))
-            for i, (s, r) in enumerate(zip(sources, refs))
-        ]
-        bar = _progress_bar(progress, len(sources))
-        try:
-            for chunk in loader:
-                self._score_chunk(chunk, results)
-                bar(len(chunk))
-        finally:
-            bar(0, close=True)
-        return results
+        for chunk in loader:
+            results = {
+                index: ScoredInput(
+                    _label(sources[index], index), _label(refs[index], index) if refs[index] is not None else None
+                )
+                for index, *_ in chunk
+            }
+            self._score_chunk(chunk, results)
+            yield len(sources), sorted(results.items())
 
-    def _score_chunk(self, chunk: list, results: list[ScoredInput]) -> None:
+    def _score_chunk(self, chunk: list, results: dict[int, ScoredInput]) -> None:
         by_shape: dict[tuple, list] = defaultdict(list)
         for index, views, ref_views, error in chunk:
             if error is not None:
@@ -401,7 +416,7 @@ class QualityEngine:
                 continue
             self._record(output, [i for i, _, _ in items], results)
 
-    def _record(self, output: QualityOutput, indices: list[int], results: list[ScoredInput]) -> None:
+    def _record(self, output: QualityOutput, indices: list[int], results: dict[int, ScoredInput]) -> None:
         scale = self.model.card.score_scale
         for index, explanation in zip(indices, explain(output, self.model.card.adjectives, self.top_k)):
             result = results[index]

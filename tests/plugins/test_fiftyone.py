@@ -1,0 +1,181 @@
+"""The FiftyOne plugin at two levels: its logic, and a real database (FiftyOne's own mongod)
+running the operator through execute_operator, immediately and delegated."""
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from PIL import Image
+
+from bpclip_plugins.fiftyone import (
+    ERROR_TAG,
+    QualityTagging,
+    band_labels,
+    compute_quality,
+    delete_quality_run,
+    get_quality_run,
+    install_plugin,
+    iter_compute_quality,
+    list_quality_runs,
+)
+from bpclip_plugins.fiftyone.plugin import options_from_params
+
+URI = "@bpclip/quality/compute_quality"
+
+
+@pytest.fixture
+def dataset(tmp_path, request):
+    """A persistent dataset of 6 good images, one corrupt file and one missing file."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    paths = []
+    for i in range(6):
+        path = folder / f"good{i}.png"
+        Image.fromarray(rng.integers(0, 256, (64, 72, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    (folder / "corrupt.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    paths += [folder / "corrupt.jpg", folder / "missing.png"]
+    name = f"bpclip-test-{request.node.name}"[:100]
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    ds = fo.Dataset(name, persistent=True)
+    ds.add_samples([fo.Sample(filepath=str(p)) for p in paths])
+    yield ds
+    ds.delete()
+
+
+def _by_name(ds, field):
+    return {s.filepath.rsplit("/", 1)[1]: s[field] for s in ds}
+
+
+# ---- level 1: logic -------------------------------------------------------------------
+
+
+def test_options_from_form_params():
+    options = options_from_params(
+        {"mode": "fr", "reference_field": "ref", "model": "zero_shot", "cut_points": "0.2, 0.8"}
+    )
+    assert options["zero_shot"] and options["checkpoint"] is None and options["reference_field"] == "ref"
+    assert options["tagging"].cut_points == (0.2, 0.8) and options["tagging"].labels == ("low", "medium", "high")
+    defaults = options_from_params({})
+    assert defaults["mode"] == "nr" and defaults["score_field"] == "bpclip_score" and not defaults["overwrite"]
+    assert options_from_params({"cut_points": "0.5"})["tagging"].labels == ("band0", "band1")
+    with pytest.raises(ValueError, match="comma-separated numbers"):
+        options_from_params({"cut_points": "low,high"})
+
+
+def test_band_labels_by_thresholds_and_quantiles():
+    scores = [0.1, None, 0.5, 0.9, 0.3]
+    thresholds = QualityTagging(bands="thresholds", cut_points=(0.25, 0.6))
+    assert band_labels(scores, thresholds) == ["low", None, "medium", "high", "medium"]
+    quantiles = QualityTagging(bands="quantiles", cut_points=(0.5,), labels=("worse", "better"))
+    assert band_labels(scores, quantiles) == ["worse", None, "better", "better", "worse"]
+    assert band_labels(scores, QualityTagging(bands="none")) == [None] * 5
+    with pytest.raises(ValueError, match="labels"):
+        QualityTagging(cut_points=(0.5,))
+    with pytest.raises(ValueError, match="increase"):
+        QualityTagging(cut_points=(0.6, 0.2))
+
+
+# ---- level 2: a real database -----------------------------------------------------------
+
+
+def test_scores_adjectives_errors_tags_and_run_record(dataset, tiny_checkpoints):
+    summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), batch_size=2, num_workers=0)
+    assert (summary.total, summary.scored, summary.failed, summary.skipped) == (8, 6, 2, 0)
+    scores = _by_name(dataset, "bpclip_score")
+    errors = _by_name(dataset, "bpclip_score_error")
+    assert all(isinstance(scores[f"good{i}.png"], float) for i in range(6))
+    assert scores["corrupt.jpg"] is None and "not an image file" in errors["corrupt.jpg"]
+    assert scores["missing.png"] is None and "no such file" in errors["missing.png"]
+    assert all(len(a) == 3 for a in dataset.match(fo.ViewField("bpclip_score") != None).values("bpclip_adjectives"))  # noqa: E711
+    tags = dataset.count_sample_tags()
+    assert tags[ERROR_TAG] == 2
+    assert sum(tags.get(f"quality:{b}", 0) for b in ("low", "medium", "high")) == 6
+    assert sum(n for t, n in tags.items() if t.startswith("adjective:")) == 6
+    assert list_quality_runs(dataset) == ["bpclip_score"]
+    record = get_quality_run(dataset, "bpclip_score")
+    assert record["status"] == "completed" and "UNTRAINED" in record["model"]
+    assert record["summary"]["scored"] == 6 and record["parameters"]["batch_size"] == 2
+    delete_quality_run(dataset, "bpclip_score")
+    assert "bpclip_score" not in dataset.get_field_schema() and ERROR_TAG not in dataset.count_sample_tags()
+    assert list_quality_runs(dataset) == []
+
+
+def test_existing_fields_are_never_clobbered(dataset, tiny_checkpoints):
+    dataset.set_values("bpclip_score", [0.5] * len(dataset))
+    with pytest.raises(ValueError, match="already exists .* something other than bpclip"):
+        compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]))
+    assert dataset.values("bpclip_score") == [0.5] * 8
+    summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), score_field="quality", num_workers=0)
+    assert summary.scored == 6 and dataset.values("bpclip_score") == [0.5] * 8
+    compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), overwrite=True, num_workers=0)
+    assert dataset.values("bpclip_score") != [0.5] * 8
+
+
+def test_an_interrupted_run_keeps_its_writes_and_a_rerun_scores_the_rest(dataset, tiny_checkpoints):
+    steps = iter_compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), batch_size=2, write_every=1,
+                                 num_workers=0)  # fmt: skip
+    next(steps)  # start
+    next(steps)  # the first batch of 2 is scored and written
+    steps.close()  # killed here
+    written = [s for s in dataset.values("bpclip_score") if s is not None]
+    assert len(written) == 2
+    summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), num_workers=0)
+    assert summary.skipped == 2 and summary.scored == 4 and summary.failed == 2
+    assert get_quality_run(dataset, "bpclip_score")["status"] == "completed"
+
+
+def test_one_bulk_write_per_batch_or_less(dataset, tiny_checkpoints, monkeypatch):
+    calls = []
+    original = fo.Dataset.set_values
+
+    def counting(self, *args, **kwargs):
+        calls.append(args[0])
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(fo.Dataset, "set_values", counting)
+    compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), batch_size=1, num_workers=0)
+    assert 0 < len(calls) <= 8  # 8 batches of one sample
+
+
+def test_full_reference_samples_without_reference_are_reported(dataset, tiny_checkpoints):
+    paths = dataset.values("filepath")
+    references = [p if i < 4 else None for i, p in enumerate(paths)]
+    dataset.set_values("reference", references)
+    summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["fr"]), mode="fr", reference_field="reference",
+                              num_workers=0)  # fmt: skip
+    assert summary.scored == 4 and summary.failed == 4
+    errors = _by_name(dataset, "bpclip_score_error")
+    assert "no reference image" in errors["good5.png"]
+    with pytest.raises(ValueError, match="reference_field"):
+        compute_quality(dataset, checkpoint=str(tiny_checkpoints["fr"]), mode="fr")
+
+
+def test_operator_runs_immediately_and_delegated(dataset, tiny_checkpoints):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    target = install_plugin()
+    assert (target / "fiftyone.yml").is_file()
+    assert "@bpclip/quality" in [p.name for p in fo.plugins.list_plugins()]
+    params = {"checkpoint": str(tiny_checkpoints["nr"]), "batch_size": 2, "bands": "thresholds", "cut_points": "-10,10"}
+    result = foo.execute_operator(URI, ctx={"dataset": dataset, "view": dataset.limit(3), "params": params})
+    assert result.error is None
+    assert sum(s is not None for s in dataset.values("bpclip_score")) == 3
+    assert dataset.count_sample_tags()["quality:medium"] == 3
+
+    params = dict(params, score_field="delegated_score", adjectives_field="delegated_adjectives")
+    queued = foo.execute_operator(URI, ctx={"dataset": dataset, "params": params, "request_delegation": True})
+    assert queued.delegated
+    service = DelegatedOperationService()
+    service.execute_queued_operations(dataset_name=dataset.name)
+    operation = service.get(queued.result["id"])
+    assert operation.run_state == "completed", (
+        operation.run_state,
+        operation.result.error,
+        operation.result.error_message,
+    )
+    assert operation.status.progress == pytest.approx(1.0)
+    assert sum(s is not None for s in dataset.values("delegated_score")) == 6
+    assert set(list_quality_runs(dataset)) == {"bpclip_score", "delegated_score"}
