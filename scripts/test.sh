@@ -3,5 +3,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --no-demo
+# The FiftyOne end-to-end test drives the Debian Chromium (Playwright's own browser download
+# does not work offline).
+if ! command -v chromium >/dev/null 2>&1; then
+    if command -v apt-get >/dev/null 2>&1; then
+        SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+        $SUDO apt-get update -qq && $SUDO apt-get install -y -qq chromium >/dev/null
+    else
+        echo "test: please install Chromium (the FiftyOne App test needs it)" >&2; exit 2
+    fi
+fi
 .venv/bin/ruff check src tests benchmarks examples
 exec .venv/bin/python -m pytest "$@"
