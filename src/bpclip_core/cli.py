@@ -1,4 +1,5 @@
-"""The ``bpclip`` command: ``init-checkpoint``, ``score`` and ``info``.
+"""The ``bpclip`` command: ``init-checkpoint``, ``score``, ``info``, and the training commands
+``train``, ``evaluate``, ``splits`` and ``synthesize`` (:mod:`bpclip_core.training.cli`).
 
 Exit codes: 0 everything worked, 1 some inputs failed (each reported, the rest still
 scored and written), 2 usage errors (bad arguments, no model to score with).
@@ -19,6 +20,7 @@ from .config import MODES, PRESETS
 from .engine import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
 from .errors import BPCLIPError
 from .protocol import PROTOCOLS
+from .training.cli import add_training_commands
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -64,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="the model, checkpoint and where weights are looked for")
     info.add_argument("--checkpoint", help="checkpoint path or cache name to describe")
+    fiftyone = sub.add_parser("fiftyone", help="FiftyOne integration")
+    fiftyone_sub = fiftyone.add_subparsers(dest="fiftyone_command", required=True)
+    install = fiftyone_sub.add_parser("install", help="make the @bpclip/quality plugin visible to FiftyOne")
+    install.add_argument("--plugins-dir", help="FiftyOne's plugins folder (default: FIFTYONE_PLUGINS_DIR)")
+    install.add_argument("--copy", action="store_true", help="copy the plugin instead of linking it")
+    parser.set_defaults(training_handlers=add_training_commands(sub))
     return parser
 
 
@@ -74,7 +82,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help
         return int(exc.code or 0)
-    handlers = {"init-checkpoint": _init_checkpoint, "score": _score, "info": _info}
+    handlers = {
+        "init-checkpoint": _init_checkpoint,
+        "score": _score,
+        "info": _info,
+        "fiftyone": _fiftyone,
+        **args.training_handlers,
+    }
     try:
         return handlers[args.command](args)
     except (UsageError, BPCLIPError, ValueError) as exc:
@@ -131,7 +145,7 @@ def _score(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     failed = [r for r in results if r.error]
     for r in failed:
-        print(f"failed: {r.path}: {r.error}", file=sys.stderr)
+        print(f"failed: {r.error if r.error.startswith(r.path) else f'{r.path}: {r.error}'}", file=sys.stderr)
     print(f"scored {len(results) - len(failed)} of {len(results)} inputs", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
@@ -171,6 +185,17 @@ def _render(results: list, fmt: str) -> str:
 
 def _num(value: float | None) -> str:
     return "" if value is None else f"{value:.6f}"
+
+
+def _fiftyone(args: argparse.Namespace) -> int:
+    try:
+        from bpclip_plugins.fiftyone import PLUGIN_NAME, install_plugin
+    except ImportError as exc:
+        raise UsageError(f"FiftyOne is not installed: pip install 'bpclip[fiftyone]' ({exc})") from exc
+    target = install_plugin(args.plugins_dir, copy=args.copy)
+    how = "copied" if args.copy else "linked"
+    print(f"{PLUGIN_NAME} {how} to {target}; restart the FiftyOne App to see 'BPCLIP: compute image quality'")
+    return EXIT_OK
 
 
 def _info(args: argparse.Namespace) -> int:

@@ -179,3 +179,14 @@ def test_operator_runs_immediately_and_delegated(dataset, tiny_checkpoints):
     assert operation.status.progress == pytest.approx(1.0)
     assert sum(s is not None for s in dataset.values("delegated_score")) == 6
     assert set(list_quality_runs(dataset)) == {"bpclip_score", "delegated_score"}
+
+
+def test_install_command_links_or_copies_the_plugin(tmp_path, capsys):
+    from bpclip_core.cli import main
+
+    assert main(["fiftyone", "install", "--plugins-dir", str(tmp_path / "plugins")]) == 0
+    target = tmp_path / "plugins" / "bpclip" / "quality"
+    assert target.is_symlink() and (target / "fiftyone.yml").is_file()
+    assert str(target) in capsys.readouterr().out
+    assert main(["fiftyone", "install", "--plugins-dir", str(tmp_path / "plugins"), "--copy"]) == 0
+    assert not target.is_symlink() and (target / "__init__.py").is_file()

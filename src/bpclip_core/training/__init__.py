@@ -1,0 +1,19 @@
+"""Training and evaluation: the paper's recipe, resumable and distributed, with metrics and reports.
+
+Heavy modules (scipy, matplotlib, tensorboard) are imported only where used.
+"""
+
+from .config import TrainConfig
+from .evaluation import evaluate_checkpoint, quality_metrics, summarise
+from .trainer import Trainer, TrainingError, TrainResult, train
+
+__all__ = [
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingError",
+    "evaluate_checkpoint",
+    "quality_metrics",
+    "summarise",
+    "train",
+]

@@ -1,0 +1,157 @@
+"""The training recipe as one dataclass, defaulting to the paper's settings.
+
+Paper defaults: 384x384 random crops with horizontal and vertical flips, AdamW (weight
+decay 1e-5; lr 1e-4 for FR, 3e-5 for NR), cosine annealing (T_max 50, eta_min 0), 200
+epochs, frozen BatchNorm and text tower, MSE on MOS normalised to [0, 1] (eq. 10).
+
+Every field can be set from a YAML or JSON file (:meth:`TrainConfig.from_file`) and
+overridden by command-line flags (``--set key=value`` for any field).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+PAPER_LR = {"fr": 1e-4, "nr": 3e-5}
+
+# Fields that may change between a run and its resumption without changing its result.
+RESUME_NEUTRAL_FIELDS = frozenset(
+    {"epochs", "out_dir", "progress", "tensorboard", "num_workers", "device", "resume_every", "eval_batch_size"}
+)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; defaults follow the paper.
+
+    Attributes:
+        dataset: reader kind (``live csiq tid2013 kadid10k clive koniq10k spaq csv pyiqa``).
+        dataset_root: the dataset folder (for ``csv``/``pyiqa``: the CSV file).
+        dataset_options: extra keyword arguments of the reader (e.g. ``image_root``).
+        splits_file: a split file from ``bpclip splits``; None makes a split from ``split_seed``.
+        split_index: which split of the file to use.
+        split_seed: the seed of the split made when there is no split file.
+        split_ratios: train/val/test ratios (default: 6:2:2 FR, 8:0:2 NR).
+        model: model preset (``paper`` or ``tiny``); ``mode`` defaults to the dataset's.
+        model_overrides: BPCLIPConfig fields to change from the preset.
+        init_checkpoint: start from this checkpoint (e.g. from ``bpclip init-checkpoint``).
+        pretrained: without ``init_checkpoint``, use ImageNet backbone and CLIP text weights
+            from the local caches (False: random initialisation).
+        allow_download: allow downloading missing pretrained weights.
+        epochs, batch_size, patch_size (None: the model's image_size), hflip, vflip.
+        lr (None: the paper's 1e-4 FR / 3e-5 NR), weight_decay, t_max, eta_min.
+        seed: seeds the initialisation, the data order and the augmentation.
+        num_workers: DataLoader processes; cache_images keeps decoded images in memory.
+        eval_protocol: ``center-crop`` or ``full``; eval_batch_size (None: batch_size).
+        device: ``auto`` (cuda if available), ``cpu``, ``cuda`` ...
+        out_dir: the run folder (checkpoints, logs, report).
+        resume_every: write the resume checkpoint every this many epochs (and at the end).
+        tensorboard: also log to TensorBoard; progress: show tqdm bars.
+        max_steps_per_epoch: cap on optimiser steps per epoch (smoke tests, benchmarks).
+    """
+
+    dataset: str = "csv"
+    dataset_root: str = ""
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    splits_file: str | None = None
+    split_index: int = 0
+    split_seed: int = 0
+    split_ratios: list[float] | None = None
+    model: str = "paper"
+    mode: str | None = None
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_checkpoint: str | None = None
+    pretrained: bool = True
+    allow_download: bool = False
+    epochs: int = 200
+    batch_size: int = 8
+    patch_size: int | None = None
+    hflip: bool = True
+    vflip: bool = True
+    lr: float | None = None
+    weight_decay: float = 1e-5
+    t_max: int = 50
+    eta_min: float = 0.0
+    seed: int = 0
+    num_workers: int = 0
+    cache_images: bool = False
+    eval_protocol: str = "center-crop"
+    eval_batch_size: int | None = None
+    device: str = "auto"
+    out_dir: str = "runs/bpclip"
+    resume_every: int = 1
+    tensorboard: bool = False
+    progress: bool = True
+    max_steps_per_epoch: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or self.resume_every < 1:
+            raise ValueError("epochs, batch_size and resume_every must be at least 1")
+        if self.mode not in (None, "nr", "fr"):
+            raise ValueError(f"mode must be 'nr', 'fr' or unset, got {self.mode!r}")
+        if self.lr is not None and self.lr <= 0:
+            raise ValueError("lr must be positive")
+        if self.t_max < 1:
+            raise ValueError("t_max must be at least 1")
+
+    def learning_rate(self, mode: str) -> float:
+        """The configured lr, or the paper's default for ``mode``."""
+        return self.lr if self.lr is not None else PAPER_LR[mode]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def result_defining(self) -> dict[str, Any]:
+        """The fields a resumed run must share with the run it continues."""
+        return {k: v for k, v in self.to_dict().items() if k not in RESUME_NEUTRAL_FIELDS}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config fields: {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides: Any) -> TrainConfig:
+        """Read a YAML (``.yaml``/``.yml``) or JSON file, then apply ``overrides``."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"training config file {path} does not exist")
+        text = path.read_text()
+        if path.suffix.lower() in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError as exc:
+                raise ValueError("reading YAML configs needs PyYAML (pip install pyyaml), or use JSON") from exc
+            data = yaml.safe_load(text) or {}
+        else:
+            data = json.loads(text)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a training config must be a mapping of field names to values")
+        return cls.from_dict({**data, **overrides})
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as YAML (numbers, booleans, lists, null) or JSON."""
+    if "=" not in text:
+        raise ValueError(f"--set expects key=value, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        import yaml
+
+        value = yaml.safe_load(raw)
+    except ImportError:
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+    return key.strip().replace("-", "_"), value

@@ -1,0 +1,87 @@
+"""DistributedDataParallel plumbing: the same ``bpclip train`` runs alone or under ``torchrun``.
+
+Under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK`` set) the process group is
+initialised with NCCL on GPUs and gloo on CPU. Each epoch's shuffled order is the same on
+every rank (seeded by seed and epoch) and is dealt out round-robin, padded to equal length.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class DistributedContext:
+    """Where this process stands: rank, world size and its device."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` -> ``cuda:<local_rank>`` if CUDA is available, else ``cpu``; otherwise as named."""
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device(f"cuda:{local_rank}")
+    return device
+
+
+def setup_distributed(device_name: str = "auto") -> DistributedContext:
+    """Initialise the process group when launched by ``torchrun``; a single-process context otherwise."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = resolve_device(device_name, local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    return DistributedContext(rank, world_size, local_rank, device)
+
+
+def cleanup_distributed() -> None:
+    """Tear down the process group if this process created one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(context: DistributedContext) -> None:
+    if context.enabled:
+        dist.barrier()
+
+
+def epoch_order(num_items: int, seed: int, epoch: int, context: DistributedContext) -> list[int]:
+    """This rank's share of epoch ``epoch``'s shuffled item order (padded so ranks get equal shares)."""
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(num_items, generator=generator).tolist()
+    if context.world_size > 1:
+        padded = -(-num_items // context.world_size) * context.world_size
+        order += order[: padded - num_items]
+        order = order[context.rank :: context.world_size]
+    return order
+
+
+def mean_across_ranks(value: float, context: DistributedContext) -> float:
+    """The mean of a scalar over all ranks (itself when not distributed)."""
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
+    dist.all_reduce(tensor)
+    return float(tensor.item()) / context.world_size

@@ -1,0 +1,173 @@
+"""Evaluation: SRCC, KRCC, PLCC (raw and after a 4-parameter logistic fit), RMSE, over splits.
+
+Correlations compare the model's normalised quality (1 best) with the dataset's MOS
+normalised the same way (so DMOS datasets correlate positively). RMSE is in the dataset's
+own MOS units, after mapping predictions through the logistic fit (the VQEG practice).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.records import QualityDataset
+from ..data.transforms import QualityImages
+
+
+def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
+    """The usual 4-parameter logistic: (b1 - b2) / (1 + exp(-(x - b3) / |b4|)) + b2."""
+    z = np.clip(-(x - b3) / (abs(b4) + 1e-12), -60, 60)
+    return (b1 - b2) / (1 + np.exp(z)) + b2
+
+
+def fit_logistic(predictions: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """``predictions`` mapped by the 4-parameter logistic fitted to ``targets`` (identity-like if it fails)."""
+    from scipy.optimize import curve_fit
+
+    spread = float(np.std(predictions)) or 1.0
+    start = [float(np.max(targets)), float(np.min(targets)), float(np.mean(predictions)), spread]
+    import warnings
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # OptimizeWarning on degenerate fits; the fallback handles them
+            params, _ = curve_fit(logistic4, predictions, targets, p0=start, maxfev=20000)
+        fitted = logistic4(predictions, *params)
+        if np.all(np.isfinite(fitted)):
+            return fitted
+    except (RuntimeError, ValueError, TypeError):
+        pass
+    slope, intercept = np.polyfit(predictions, targets, 1) if spread else (0.0, float(np.mean(targets)))
+    return slope * predictions + intercept
+
+
+def quality_metrics(
+    predictions: Sequence[float], targets: Sequence[float], mos: Sequence[float] | None = None
+) -> dict[str, float]:
+    """SRCC, KRCC, PLCC (raw), PLCC and RMSE after the logistic fit.
+
+    Args:
+        predictions: predicted normalised quality (1 best).
+        targets: ground-truth quality normalised the same way (1 best).
+        mos: the same ground truth on the dataset's MOS scale, for RMSE (default: targets).
+    """
+    from scipy import stats
+
+    pred = np.asarray(predictions, dtype=np.float64)
+    truth = np.asarray(targets, dtype=np.float64)
+    raw_mos = truth if mos is None else np.asarray(mos, dtype=np.float64)
+    if pred.shape != truth.shape or pred.ndim != 1 or len(pred) < 3:
+        raise ValueError(f"need at least 3 paired predictions and targets, got {pred.shape} and {truth.shape}")
+
+    def safe(value: float) -> float:
+        return float(value) if math.isfinite(value) else 0.0
+
+    constant = float(np.std(pred)) == 0.0
+    srcc = 0.0 if constant else safe(stats.spearmanr(pred, truth).statistic)
+    krcc = 0.0 if constant else safe(stats.kendalltau(pred, truth).statistic)
+    plcc_raw = 0.0 if constant else safe(stats.pearsonr(pred, truth).statistic)
+    direction_fit = fit_logistic(pred, raw_mos)
+    plcc = 0.0 if constant or np.std(direction_fit) == 0 else safe(stats.pearsonr(direction_fit, raw_mos).statistic)
+    # PLCC after the fit is reported with the sign of the raw correlation with quality
+    plcc = abs(plcc) * (1 if plcc_raw >= 0 else -1)
+    rmse = float(np.sqrt(np.mean((direction_fit - raw_mos) ** 2)))
+    return {"srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_raw": plcc_raw, "rmse": rmse, "count": len(pred)}
+
+
+def summarise(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Mean and (population) std of each metric over runs (e.g. the 10 splits)."""
+    keys = [k for k in runs[0] if k != "count"]
+    return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in keys}
+
+
+@torch.no_grad()
+def predict_images(
+    model: torch.nn.Module,
+    images: QualityImages,
+    batch_size: int = 8,
+    device: str | torch.device = "cpu",
+    num_workers: int = 0,
+) -> np.ndarray:
+    """The model's normalised quality for every item of a :class:`QualityImages` (in item order)."""
+    if images.eval_protocol == "full":
+        batch_size = 1
+    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    was_training = model.training
+    model.eval()
+    out = []
+    for batch in loader:
+        reference = batch["reference"].to(device) if "reference" in batch else None
+        out.append(model(batch["distorted"].to(device), reference).score.float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+
+
+def predict(
+    model: torch.nn.Module,
+    dataset: QualityDataset,
+    patch_size: int,
+    batch_size: int = 8,
+    eval_protocol: str = "center-crop",
+    device: str | torch.device = "cpu",
+    cache: bool = False,
+    num_workers: int = 0,
+) -> np.ndarray:
+    """The model's normalised quality for every item of ``dataset`` (in item order)."""
+    images = QualityImages(dataset, patch_size, train=False, cache=cache, eval_protocol=eval_protocol)
+    return predict_images(model, images, batch_size, device, num_workers)
+
+
+def dataset_targets(dataset: QualityDataset) -> tuple[np.ndarray, np.ndarray]:
+    """(normalised quality, MOS) arrays of a dataset's items."""
+    mos = np.array([item.mos for item in dataset.items], dtype=np.float64)
+    return np.asarray(dataset.score_scale.normalise(mos), dtype=np.float64), mos
+
+
+def evaluate_model(
+    model: torch.nn.Module,
+    dataset: QualityDataset,
+    patch_size: int,
+    batch_size: int = 8,
+    eval_protocol: str = "center-crop",
+    device: str | torch.device = "cpu",
+    cache: bool = False,
+) -> tuple[dict[str, float], np.ndarray]:
+    """Metrics of ``model`` on ``dataset`` and its predictions (normalised quality)."""
+    predictions = predict(model, dataset, patch_size, batch_size, eval_protocol, device, cache)
+    targets, mos = dataset_targets(dataset)
+    return quality_metrics(predictions, targets, mos), predictions
+
+
+def evaluate_checkpoint(
+    checkpoint: str,
+    dataset: QualityDataset,
+    indices: Sequence[int] | None = None,
+    batch_size: int = 8,
+    eval_protocol: str = "center-crop",
+    patch_size: int | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Evaluate a checkpoint on (part of) a dataset, e.g. cross-dataset: trained on KADID, tested on LIVE.
+
+    Returns the metrics, predictions, MOS and the checkpoint's provenance.
+    """
+    from ..checkpoint import load_checkpoint
+
+    model = load_checkpoint(checkpoint, mode=dataset.mode, device=device)
+    part = dataset.subset(list(indices)) if indices is not None else dataset
+    metrics, predictions = evaluate_model(
+        model, part, patch_size or model.config.image_size, batch_size, eval_protocol, device
+    )
+    return {
+        "metrics": metrics,
+        "predictions": predictions.tolist(),
+        "mos": [item.mos for item in part.items],
+        "images": [str(item.image) for item in part.items],
+        "checkpoint": str(checkpoint),
+        "provenance": model.card.provenance,
+        "dataset": dataset.name,
+    }

@@ -1,0 +1,468 @@
+"""Training BPCLIP with the paper's recipe, resumable and runnable under ``torchrun``.
+
+A run folder (``TrainConfig.out_dir``) holds:
+
+* ``best.safetensors``: the best model so far by validation SRCC (the last epoch when the
+  split has no validation part), a normal bpclip checkpoint with trained provenance and
+  the dataset's score scale;
+* ``resume.pt``: model, optimiser, scheduler, RNG states, epoch and history, written
+  atomically every ``resume_every`` epochs; only tensors and plain Python values, read
+  back with ``torch.load(weights_only=True)`` (nothing arbitrary is unpickled);
+* ``train_config.json``, ``split.json``, ``log.csv``, ``tensorboard/`` and ``report/``.
+
+Determinism: the data order and augmentation of epoch e depend only on (seed, e), so a
+run killed at any moment and resumed reproduces the uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import preset
+from ..errors import BPCLIPError
+from ..model import BPCLIP, ModelCard
+from .config import TrainConfig
+from .distributed import (
+    DistributedContext,
+    barrier,
+    cleanup_distributed,
+    epoch_order,
+    mean_across_ranks,
+    setup_distributed,
+)
+
+RESUME_FORMAT = "bpclip-resume"
+RESUME_VERSION = 1
+BEST_NAME = "best.safetensors"
+RESUME_NAME = "resume.pt"
+LOG_COLUMNS = ("epoch", "train_loss", "lr", "val_srcc", "val_plcc", "seconds")
+
+
+class TrainingError(BPCLIPError, ValueError):
+    """A run cannot start or resume as asked (e.g. a resume checkpoint from another config)."""
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    out_dir: Path
+    best_checkpoint: Path
+    best_epoch: int
+    history: list[dict[str, Any]]
+    test_metrics: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def quality_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between predicted quality and MOS normalised to [0, 1]."""
+    return F.mse_loss(predicted, target)  # eq. 10
+
+
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Any], device: torch.device
+) -> tuple[float, int]:
+    """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size)."""
+    reference = batch["reference"].to(device) if "reference" in batch else None
+    predicted = model(batch["distorted"].to(device), reference)
+    loss = quality_loss(predicted, batch["target"].to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach()), len(predicted)
+
+
+class ScoreOnly(nn.Module):
+    """Wraps BPCLIP so DDP sees a plain tensor output."""
+
+    def __init__(self, model: BPCLIP) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+        return self.model(distorted, reference).score
+
+
+def load_training_data(config: TrainConfig):
+    """The dataset and the split this config trains on (a split file, or one made from split_seed)."""
+    from ..data.readers import read_dataset
+    from ..data.splits import content_split, load_splits
+
+    if not config.dataset_root:
+        raise TrainingError("no dataset given: set dataset and dataset_root (e.g. --dataset csv --data FILE.csv)")
+    dataset = read_dataset(config.dataset, config.dataset_root, **config.dataset_options)
+    if config.splits_file:
+        splits = load_splits(config.splits_file, dataset)
+        if not 0 <= config.split_index < len(splits.splits):
+            raise TrainingError(
+                f"split_index {config.split_index} out of range: {config.splits_file} holds {len(splits.splits)} splits"
+            )
+        split = splits.splits[config.split_index]
+    else:
+        split = content_split(dataset, config.split_seed, config.split_ratios)
+    return dataset, split
+
+
+def build_model(config: TrainConfig, mode: str) -> BPCLIP:
+    """The starting model: ``init_checkpoint`` if given, else a preset built from (optionally pretrained) weights."""
+    from ..backbone import build_backbone
+    from ..checkpoint import load_checkpoint
+    from ..text import adjective_embeddings
+
+    torch.manual_seed(config.seed)
+    if config.init_checkpoint:
+        return load_checkpoint(config.init_checkpoint, mode=mode)  # type: ignore[arg-type]
+    model_config = preset(config.model, mode, **config.model_overrides)  # type: ignore[arg-type]
+    backbone = build_backbone(model_config.backbone, config.pretrained, config.allow_download)
+    card = ModelCard()
+    text = adjective_embeddings(
+        model_config.text_model, card.adjectives, card.prompt_template, config.pretrained, config.allow_download
+    )
+    return BPCLIP(model_config, text, card, backbone)
+
+
+@torch.no_grad()
+def calibrate_batchnorm(backbone: nn.Module, batches) -> None:
+    """Set the BatchNorm running statistics of a randomly initialised backbone from images.
+
+    The paper freezes BatchNorm of an ImageNet-pretrained backbone. A random backbone has
+    statistics (0, 1) that match nothing, which leaves deep levels saturated; so for random
+    initialisation the statistics are measured once on training images, then frozen.
+    """
+    norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration batches
+        nn.Module.train(norm, True)
+    for images in batches:
+        backbone(images)
+    for norm in norms:
+        norm.momentum = 0.1
+        norm.eval()
+
+
+def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        torch.save(payload, partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def read_resume_state(path: Path) -> dict[str, Any]:
+    """Load a resume checkpoint safely (``weights_only=True``) and check its format."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise TrainingError(f"{path} is not a readable resume checkpoint (corrupt or truncated?): {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
+        raise TrainingError(f"{path} is not a bpclip resume checkpoint")
+    return state
+
+
+class Trainer:
+    """Trains one model on one split of one dataset.
+
+    Args:
+        config: the recipe (paper defaults).
+        dataset, split: optional, already read (otherwise from ``config``).
+    """
+
+    def __init__(self, config: TrainConfig, dataset=None, split=None) -> None:
+        self.config = config
+        if dataset is None:
+            dataset, split = load_training_data(config)
+        elif split is None:
+            from ..data.splits import content_split
+
+            split = content_split(dataset, config.split_seed, config.split_ratios)
+        self.dataset = dataset
+        self.split = split
+        self.mode = config.mode or dataset.mode
+        if self.mode == "fr" and dataset.mode != "fr":
+            raise TrainingError(f"mode 'fr' needs reference images, but {dataset.name} has none")
+        self.out_dir = Path(config.out_dir)
+
+    # ------------------------------------------------------------------ helpers
+
+    def _log(self, context: DistributedContext, message: str) -> None:
+        if context.is_main:
+            print(message, file=sys.stderr, flush=True)
+
+    def _card(self, model: BPCLIP, epoch: int, val_metrics: dict[str, float] | None) -> ModelCard:
+        provenance = {
+            **{k: v for k, v in model.card.provenance.items() if k not in ("trained",)},
+            "trained": True,
+            "dataset": self.dataset.name,
+            "epochs": epoch,
+            "epochs_planned": self.config.epochs,
+            "split": self.split.name,
+            "seed": self.config.seed,
+            "lr": self.config.learning_rate(self.mode),
+            "validation": val_metrics,
+            "recipe": "bpclip train",
+        }
+        return ModelCard(model.card.adjectives, model.card.prompt_template, self.dataset.score_scale, provenance)
+
+    def _save_best(self, model: BPCLIP, epoch: int, val_metrics: dict[str, float] | None) -> Path:
+        from ..checkpoint import save_checkpoint
+
+        original = model.card
+        model.card = self._card(model, epoch, val_metrics)
+        try:
+            return save_checkpoint(model, self.out_dir / BEST_NAME)
+        finally:
+            model.card = original
+
+    def _write_log(self, history: list[dict[str, Any]]) -> None:
+        path = self.out_dir / "log.csv"
+        partial = path.with_name(".log.csv.partial")
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in LOG_COLUMNS} for row in history)
+        partial.replace(path)
+
+    def _check_fresh_folder(self) -> None:
+        existing = [name for name in (RESUME_NAME, BEST_NAME) if (self.out_dir / name).exists()]
+        if existing:
+            raise TrainingError(
+                f"{self.out_dir} already holds a run ({', '.join(existing)}); pass --resume to continue it, "
+                f"or choose another output folder (nothing was overwritten)"
+            )
+
+    # ------------------------------------------------------------------ the run
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train for ``config.epochs`` epochs (continuing a run with ``resume``) and test the best model."""
+        context = setup_distributed(self.config.device)
+        try:
+            return self._fit(context, resume)
+        finally:
+            cleanup_distributed()
+
+    def _fit(self, context: DistributedContext, resume: bool) -> TrainResult:
+        from ..data.transforms import QualityImages
+        from .evaluation import dataset_targets, predict_images, quality_metrics
+
+        config = self.config
+        resume_path = self.out_dir / RESUME_NAME
+        state = None
+        if resume and resume_path.exists():
+            state = read_resume_state(resume_path)
+            self._check_resume_config(state, resume_path)
+        elif not resume and context.is_main:
+            self._check_fresh_folder()
+        barrier(context)
+        if context.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "train_config.json").write_text(json.dumps(config.to_dict(), indent=1))
+            split_record = {"dataset": self.dataset.name, "num_items": len(self.dataset), **self.split.__dict__}
+            (self.out_dir / "split.json").write_text(json.dumps(split_record))
+
+        model = build_model(config, self.mode)
+        patch = config.patch_size or model.config.image_size
+        device = context.device
+        model.to(device).train()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        lr = config.learning_rate(self.mode)
+        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.t_max, eta_min=config.eta_min)
+        train_set = self.dataset.subset(self.split.train, f"{self.dataset.name}-train")
+        if not config.init_checkpoint and not config.pretrained and state is None:
+            calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
+        history: list[dict[str, Any]] = []
+        start_epoch, best_epoch, best_srcc = 0, 0, -float("inf")
+        if state is not None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            torch.set_rng_state(state["torch_rng"])
+            random.setstate(_python_rng_from_json(state["python_rng"]))
+            start_epoch = int(state["epoch"])
+            best_epoch, best_srcc = int(state["best_epoch"]), float(state["best_srcc"])
+            history = json.loads(state["history"])
+            self._log(context, f"resuming {self.out_dir} after epoch {start_epoch}")
+        elif resume:
+            self._log(context, f"no resume checkpoint in {self.out_dir}; starting from the beginning")
+
+        wrapped: nn.Module = ScoreOnly(model)
+        if context.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+
+        val_set = self.dataset.subset(self.split.val, f"{self.dataset.name}-val") if self.split.val else None
+        train_images = QualityImages(
+            train_set, patch, True, config.seed, config.hflip, config.vflip, config.cache_images
+        )
+        val_images = (
+            QualityImages(val_set, patch, False, cache=config.cache_images, eval_protocol=config.eval_protocol)
+            if val_set
+            else None
+        )
+        eval_batch = config.eval_batch_size or config.batch_size
+        writer = self._tensorboard(context)
+
+        for epoch in range(start_epoch, config.epochs):
+            started = time.perf_counter()
+            train_images.set_epoch(epoch)
+            order = epoch_order(len(train_set), config.seed, epoch, context)
+            if config.max_steps_per_epoch is not None:
+                order = order[: config.max_steps_per_epoch * config.batch_size]
+            loader = torch.utils.data.DataLoader(
+                train_images, batch_size=config.batch_size, sampler=order, num_workers=config.num_workers
+            )
+            current_lr = optimizer.param_groups[0]["lr"]
+            total, count = 0.0, 0
+            batches = loader
+            if config.progress and context.is_main:
+                from tqdm.auto import tqdm
+
+                batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
+            for batch in batches:
+                loss, size = train_step(wrapped, optimizer, batch, device)
+                total += loss * size
+                count += size
+            scheduler.step()
+            train_loss = mean_across_ranks(total / max(count, 1), context)
+
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": current_lr}
+            if context.is_main:
+                val_metrics = None
+                if val_images is not None:
+                    predictions = predict_images(model, val_images, eval_batch, device)
+                    targets, mos = dataset_targets(val_set)
+                    val_metrics = quality_metrics(predictions, targets, mos)
+                    row.update(val_srcc=val_metrics["srcc"], val_plcc=val_metrics["plcc"])
+                improved = val_metrics is None or val_metrics["srcc"] > best_srcc
+                if improved:
+                    best_epoch, best_srcc = epoch + 1, (val_metrics or {}).get("srcc", best_srcc)
+                    self._save_best(model, epoch + 1, val_metrics)
+                row["seconds"] = round(time.perf_counter() - started, 3)
+                history.append(row)
+                self._write_log(history)
+                if writer is not None:
+                    for key, value in row.items():
+                        if key != "epoch" and isinstance(value, float):
+                            writer.add_scalar(key, value, epoch + 1)
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
+                self._log(context, f"epoch {epoch + 1}/{config.epochs}: {shown}" + (" *best*" if improved else ""))
+                if (epoch + 1) % config.resume_every == 0 or epoch + 1 == config.epochs:
+                    self._save_resume(model, optimizer, scheduler, epoch + 1, best_epoch, best_srcc, history)
+            barrier(context)
+
+        if writer is not None:
+            writer.close()
+        result = TrainResult(self.out_dir, self.out_dir / BEST_NAME, best_epoch, history)
+        if context.is_main:
+            result.test_metrics = self._test_and_report(history, patch, eval_batch, device)
+        barrier(context)
+        return result
+
+    def _calibration_batches(self, train_set, patch: int, device, count: int = 64):
+        from ..data.transforms import QualityImages
+
+        images = QualityImages(train_set.subset(list(range(min(count, len(train_set))))), patch, train=False)
+        for batch in torch.utils.data.DataLoader(images, batch_size=16):
+            yield batch["distorted"].to(device)
+            if "reference" in batch:
+                yield batch["reference"].to(device)
+
+    def _tensorboard(self, context: DistributedContext):
+        if not (self.config.tensorboard and context.is_main):
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(self.out_dir / "tensorboard"))
+
+    def _check_resume_config(self, state: dict[str, Any], path: Path) -> None:
+        stored = json.loads(state["config"])
+        current = self.config.result_defining()
+        different = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        if different:
+            details = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {current.get(k)!r}" for k in different)
+            raise TrainingError(
+                f"{path} was written by a run with a different config ({details}); resume with the same "
+                f"config, or start a new run in another folder"
+            )
+
+    def _save_resume(self, model, optimizer, scheduler, epoch, best_epoch, best_srcc, history) -> None:
+        payload = {
+            "format": RESUME_FORMAT,
+            "version": RESUME_VERSION,
+            "config": json.dumps(self.config.result_defining()),
+            "epoch": epoch,
+            "best_epoch": best_epoch,
+            "best_srcc": float(best_srcc),
+            "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "python_rng": json.dumps(random.getstate()),
+            "history": json.dumps(history),
+        }
+        _atomic_torch_save(payload, self.out_dir / RESUME_NAME)
+
+    def _test_and_report(self, history, patch: int, eval_batch: int, device) -> dict[str, float] | None:
+        from ..checkpoint import load_checkpoint
+        from .evaluation import evaluate_model
+        from .reports import write_report
+
+        details = {
+            "dataset": self.dataset.name,
+            "split": self.split.name,
+            "train/val/test items": f"{len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}",
+            "mode": self.mode,
+            "epochs": self.config.epochs,
+            "checkpoint": str(self.out_dir / BEST_NAME),
+        }
+        if len(self.split.test) < 3:
+            write_report(
+                self.out_dir / "report", f"{self.dataset.name}: training", {}, history=history, details=details
+            )
+            return None
+        best = load_checkpoint(self.out_dir / BEST_NAME, device=device)
+        details["best epoch"] = best.card.provenance.get("epochs")
+        test_set = self.dataset.subset(self.split.test, f"{self.dataset.name}-test")
+        metrics, predictions = evaluate_model(
+            best, test_set, patch, eval_batch, self.config.eval_protocol, device, self.config.cache_images
+        )
+        write_report(
+            self.out_dir / "report",
+            f"{self.dataset.name} ({self.split.name}) test",
+            metrics,
+            predictions,
+            [item.mos for item in test_set.items],
+            history,
+            details,
+        )
+        print(
+            f"test on {len(test_set)} items: SRCC {metrics['srcc']:.4f}, PLCC {metrics['plcc']:.4f}; "
+            f"report in {self.out_dir / 'report'}",
+            file=sys.stderr,
+        )
+        return metrics
+
+
+def _python_rng_from_json(text: str) -> tuple:
+    version, internal, gauss = json.loads(text)
+    return version, tuple(internal), gauss
+
+
+def train(config: TrainConfig, resume: bool = False) -> TrainResult:
+    """Train with ``config`` (see :class:`Trainer`)."""
+    return Trainer(config).fit(resume=resume)

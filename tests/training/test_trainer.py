@@ -1,0 +1,238 @@
+import csv
+import json
+
+import pytest
+import torch
+
+from bpclip_core.checkpoint import load_checkpoint, read_metadata
+from bpclip_core.cli import main
+from bpclip_core.training import TrainConfig, TrainingError, train
+from bpclip_core.training.trainer import RESUME_NAME, read_resume_state
+
+
+def tiny_config(csv_path, out, **changes) -> TrainConfig:
+    base = {
+        "dataset": "csv",
+        "dataset_root": str(csv_path),
+        "model": "tiny",
+        "pretrained": False,
+        "epochs": 2,
+        "batch_size": 8,
+        "patch_size": 48,
+        "lr": 1e-3,
+        "cache_images": True,
+        "progress": False,
+        "max_steps_per_epoch": 2,
+        "out_dir": str(out),
+    }
+    return TrainConfig(**{**base, **changes})
+
+
+def _final_weights(out):
+    return read_resume_state(out / RESUME_NAME)["model"]
+
+
+def test_resumed_run_matches_the_uninterrupted_run(small_synthetic_csv, tmp_path):
+    straight = train(tiny_config(small_synthetic_csv, tmp_path / "straight"))
+    train(tiny_config(small_synthetic_csv, tmp_path / "split", epochs=1))
+    resumed = train(tiny_config(small_synthetic_csv, tmp_path / "split", epochs=2), resume=True)
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "split")
+    assert a.keys() == b.keys()
+    worst = max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
+    assert worst <= 1e-6
+    assert [r["train_loss"] for r in straight.history] == pytest.approx([r["train_loss"] for r in resumed.history])
+    # and training did change the weights
+    initial = torch.load(tmp_path / "split" / RESUME_NAME, weights_only=True)["model"]
+    assert set(initial) == set(a)
+
+
+def test_run_folder_holds_a_trained_checkpoint_log_and_report(small_synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    result = train(tiny_config(small_synthetic_csv, out))
+    meta = read_metadata(result.best_checkpoint)
+    assert meta["provenance"]["trained"] is True
+    assert meta["provenance"]["dataset"] == "synthetic"
+    assert meta["score_scale"] == {"mos_min": 1.0, "mos_max": pytest.approx(4.2), "higher_is_better": True}
+    model = load_checkpoint(result.best_checkpoint, mode="fr")
+    assert model.card.provenance["epochs"] in (1, 2)
+    with (out / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["epoch"]) for r in rows] == [1, 2] and all(float(r["train_loss"]) > 0 for r in rows)
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    assert set(report["metrics"]) >= {"srcc", "plcc", "plcc_raw", "krcc", "rmse"}
+    for name in ("summary.md", "scatter.png", "curves.png"):
+        assert (out / "report" / name).stat().st_size > 0
+    assert result.test_metrics["count"] == len(report["mos"])
+
+
+def test_resume_with_a_different_config_is_a_clear_error(small_synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(small_synthetic_csv, out, epochs=1))
+    before = (out / RESUME_NAME).read_bytes()
+    with pytest.raises(TrainingError, match="different config.*lr"):
+        train(tiny_config(small_synthetic_csv, out, epochs=2, lr=5e-4), resume=True)
+    assert (out / RESUME_NAME).read_bytes() == before  # nothing lost
+
+
+def test_a_new_run_never_overwrites_an_existing_one(small_synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(small_synthetic_csv, out, epochs=1))
+    best = (out / "best.safetensors").read_bytes()
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train(tiny_config(small_synthetic_csv, out, epochs=1))
+    assert (out / "best.safetensors").read_bytes() == best
+
+
+def test_corrupt_resume_checkpoint_is_a_clear_error(small_synthetic_csv, tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / RESUME_NAME).write_bytes(b"not a checkpoint")
+    with pytest.raises(TrainingError, match="not a readable resume checkpoint"):
+        train(tiny_config(small_synthetic_csv, out), resume=True)
+
+
+def test_config_file_flags_and_set_overrides(tmp_path):
+    from bpclip_core.training.cli import config_from_args
+
+    path = tmp_path / "c.yaml"
+    path.write_text("dataset: kadid10k\ndataset_root: /data/kadid\nepochs: 7\nlr: 0.002\n")
+    config = TrainConfig.from_file(path)
+    assert (config.epochs, config.lr, config.weight_decay, config.t_max) == (7, 0.002, 1e-5, 50)
+    assert TrainConfig().learning_rate("fr") == 1e-4 and TrainConfig().learning_rate("nr") == 3e-5
+    path.write_text("epochz: 3\n")
+    with pytest.raises(ValueError, match="unknown training config fields"):
+        TrainConfig.from_file(path)
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    from bpclip_core.training.cli import _add_config_flags
+
+    _add_config_flags(parser)
+    (tmp_path / "c.json").write_text(json.dumps({"epochs": 9, "batch_size": 4}))
+    args = parser.parse_args(["--config", str(tmp_path / "c.json"), "--epochs", "3", "--set", "t_max=10"])
+    config = config_from_args(args)
+    assert (config.epochs, config.batch_size, config.t_max) == (3, 4, 10)
+
+
+def test_cli_synthesize_train_evaluate(pristine_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    assert (
+        main(
+            [
+                "synthesize",
+                str(pristine_dir),
+                "--out",
+                str(data),
+                "--distortions",
+                "gaussian_blur,jpeg",
+                "--levels",
+                "1,3,5",
+                "--size",
+                "48",
+            ]
+        )
+        == 0
+    )
+    csv_path = data / "synthetic.csv"
+    assert len(csv_path.read_text().splitlines()) == 1 + 8 * 2 * 3
+    out = tmp_path / "run"
+    code = main(
+        [
+            "train",
+            "--dataset",
+            "csv",
+            "--data",
+            str(csv_path),
+            "--model",
+            "tiny",
+            "--random-init",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--patch-size",
+            "48",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--cache-images",
+            "--set",
+            "max_steps_per_epoch=1",
+        ]
+    )
+    assert code == 0
+    capsys.readouterr()
+    report = tmp_path / "eval"
+    assert (
+        main(
+            [
+                "evaluate",
+                "--checkpoint",
+                str(out / "best.safetensors"),
+                "--dataset",
+                "csv",
+                "--data",
+                str(csv_path),
+                "--patch-size",
+                "48",
+                "--report",
+                str(report),
+            ]
+        )
+        == 0
+    )
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["count"] == 48
+    assert (report / "scatter.png").is_file() and (report / "summary.md").is_file()
+
+
+def test_cli_usage_errors_exit_2(tmp_path, capsys):
+    assert main(["train", "--model", "tiny"]) == 2
+    assert "no dataset given" in capsys.readouterr().err
+    assert main(["synthesize", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")]) == 2
+    assert main(["evaluate", "--checkpoint", "x", "--dataset", "nope", "--data", "x", "--report", "r"]) == 2
+
+
+def test_cli_splits_runs_each_split_and_reports_mean_and_std(small_synthetic_csv, tmp_path, capsys):
+    out = tmp_path / "splits"
+    code = main(
+        [
+            "splits",
+            "--dataset",
+            "csv",
+            "--data",
+            str(small_synthetic_csv),
+            "--num-splits",
+            "2",
+            "--model",
+            "tiny",
+            "--random-init",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "8",
+            "--patch-size",
+            "48",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--cache-images",
+            "--set",
+            "max_steps_per_epoch=1",
+        ]
+    )
+    assert code == 0
+    report = json.loads((out / "report" / "metrics.json").read_text())
+    assert len(report["per_split"]) == 2 and set(report["metrics"]["srcc"]) == {"mean", "std"}
+    assert "+-" in capsys.readouterr().out
+    assert json.loads((out / "splits.json").read_text())["num_items"] == 80
+
+
+def test_every_example_config_loads():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).parents[2] / "examples" / "configs").glob("*.yaml"))
+    assert len(configs) >= 10
+    for path in configs:
+        config = TrainConfig.from_file(path)
+        assert config.dataset and config.dataset_root, path
