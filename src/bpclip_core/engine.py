@@ -36,9 +36,10 @@ from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION_BACKENDS = ("script", "eager", "compile")
-# TorchScript is the default: on CPU (fp32, 384x384, batch 8) it matched eager's speed and
-# removes Python overhead per attention call, while torch.compile costs a long first-call
-# compilation for no measurable gain on blocks this small (benchmarks/bench_inference.py).
+# TorchScript is the default, chosen by measurement (benchmarks/RESULTS.md, CPU fp32,
+# 384x384, batch 8): it ran 1.01-1.02x as fast as eager for NR and FR, while torch.compile
+# ranged from 0.98x (NR) to 1.10x (FR) of it but costs a long first-call compilation (tens
+# of seconds per new shape on CPU), which dominates any run of a few thousand images.
 DEFAULT_ATTENTION = "script"
 
 
