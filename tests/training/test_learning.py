@@ -1,9 +1,9 @@
 """The pipeline learns: a tiny model trained from random initialisation on synthetic
 distortions of bundled images ranks distortion levels on reference content it never saw.
 
-The issue's goal is SRCC >= 0.85 on held-out content; runs of this recipe measured 0.78-0.84
-(30 held-out pairs, 3 unseen references), so this test asserts the weaker SRCC >= 0.7, which
-an untrained or non-learning model does not reach (it sits near 0)."""
+The issue's goal is SRCC >= 0.85 on held-out content; a run of exactly this recipe measured
+0.83 (30 held-out pairs, 3 unseen references; variants measured 0.71-0.84), so this test
+asserts the weaker SRCC >= 0.7 and that the training loss fell at least fourfold."""
 
 import pytest
 

@@ -28,6 +28,14 @@ def tiny_config(csv_path, out, **changes) -> TrainConfig:
     return TrainConfig(**{**base, **changes})
 
 
+def _tiny_one_step_args(out) -> list[str]:
+    """Command-line flags for a tiny random model trained for one step of one epoch."""
+    return [
+        "--model", "tiny", "--random-init", "--epochs", "1", "--batch-size", "8", "--patch-size", "48",
+        "--out", str(out), "--no-progress", "--cache-images", "--set", "max_steps_per_epoch=1",
+    ]  # fmt: skip
+
+
 def _final_weights(out):
     return read_resume_state(out / RESUME_NAME)["model"]
 
@@ -143,21 +151,7 @@ def test_cli_synthesize_train_evaluate(pristine_dir, tmp_path, capsys):
             "csv",
             "--data",
             str(csv_path),
-            "--model",
-            "tiny",
-            "--random-init",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--patch-size",
-            "48",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--cache-images",
-            "--set",
-            "max_steps_per_epoch=1",
+            *_tiny_one_step_args(out),
         ]
     )
     assert code == 0
@@ -204,21 +198,7 @@ def test_cli_splits_runs_each_split_and_reports_mean_and_std(small_synthetic_csv
             str(small_synthetic_csv),
             "--num-splits",
             "2",
-            "--model",
-            "tiny",
-            "--random-init",
-            "--epochs",
-            "1",
-            "--batch-size",
-            "8",
-            "--patch-size",
-            "48",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--cache-images",
-            "--set",
-            "max_steps_per_epoch=1",
+            *_tiny_one_step_args(out),
         ]
     )
     assert code == 0
