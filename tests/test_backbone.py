@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bpclip_core.backbone import build_backbone
+from bpclip_core.backbone import build_backbone, fold_frozen_batchnorm
 
 
 @pytest.mark.parametrize(
@@ -36,3 +36,22 @@ def test_batchnorm_stays_frozen_in_train_mode():
     assert all(torch.equal(b, m.running_mean) for b, m in zip(before, norms))
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert all(p.requires_grad for m in convs for p in m.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet18", "clip-rn50"])
+def test_folding_batchnorm_keeps_the_function_and_leaves_the_original(name):
+    torch.manual_seed(0)
+    backbone = build_backbone(name).eval()
+    for norm in (m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)  # non-trivial statistics, so folding has work to do
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    folded = fold_frozen_batchnorm(backbone)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in backbone.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
+    images = torch.rand(2, 3, 64, 64)
+    with torch.inference_mode():
+        for a, b in zip(backbone(images), folded(images)):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))

@@ -141,3 +141,22 @@ def test_device_precision_and_progress(nr_model, photo_dir):
         QualityEngine(nr_model, batch_size=0)
     with pytest.raises(InputError, match="no images"):
         engine.score([])
+
+
+def test_folded_inference_follows_weight_updates(model_factory, images):
+    model = model_factory("nr")
+    engine = QualityEngine(model, attention="eager", device="cpu")
+    unfolded = QualityEngine(model, attention="eager", device="cpu", fold_batchnorm=False, channels_last=False)
+    folded_model = engine.inference_model()
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded_model.backbone.modules())
+    assert folded_model.fusion is model.fusion  # the heads are shared, not copied
+    before = engine.predict(images).score
+    assert torch.allclose(before, unfolded.predict(images).score, atol=1e-5)
+    optimiser = torch.optim.SGD(model.parameters(), lr=0.5)
+    engine.predict(images, differentiable=True).score.sum().backward()  # differentiable: the model itself
+    assert model.backbone.stages[0][0].conv1.weight.grad is not None
+    optimiser.step()  # the folded copy is stale now and must be rebuilt
+    after = engine.predict(images).score
+    assert engine.inference_model() is not folded_model and not torch.allclose(after, before, atol=1e-4)
+    with torch.inference_mode():
+        assert torch.allclose(after, model(images.contiguous()).score, atol=1e-5)

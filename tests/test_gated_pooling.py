@@ -23,6 +23,26 @@ def test_nr_gate_is_a_sigmoid_mask_times_transformed_features():  # eq. 2
     assert glp.out_channels == 16
 
 
+def test_nr_gate_with_the_reduction_composed_equals_gating_then_reducing():
+    torch.manual_seed(0)
+    glp, reduce = GatedLocalPoolingNR(16, reduction=4), torch.nn.Conv2d(16, 6, 1)
+    features = torch.randn(3, 16, 8, 12)
+    for grid in ((1, 1), (4, 6)):  # few positions: mixed twice; many: one composed map
+        expected = reduce(F.adaptive_avg_pool2d(glp.gated(features), grid))
+        assert torch.allclose(glp(features, grid, reduce), expected, atol=1e-5)
+        with torch.inference_mode():
+            assert torch.allclose(glp(features, grid, reduce), expected, atol=1e-5)
+    loss = glp(features, (4, 6), reduce).square().sum()
+    loss.backward()
+    assert glp.feature_transform.weight.grad.abs().sum() > 0 and reduce.weight.grad.abs().sum() > 0
+    with torch.no_grad():  # the cached product follows in-place weight updates (optimiser steps)
+        glp.feature_transform.weight.mul_(2)
+        reduce.weight.add_(0.5)
+    expected = reduce(F.adaptive_avg_pool2d(glp.gated(features), (4, 6)))
+    with torch.inference_mode():
+        assert torch.allclose(glp(features, (4, 6), reduce), expected, atol=1e-4)
+
+
 def test_fr_gate_concatenates_distorted_reference_and_difference():  # eq. 1
     torch.manual_seed(0)
     glp = GatedLocalPoolingFR(8, reduction=4)

@@ -97,3 +97,39 @@ def test_mode_errors(nr_model, fr_model, images):
         fr_model(images)
     with pytest.raises(InputError, match="same shape"):
         fr_model(images, images[:, :, :48])
+
+
+def test_table_v_ablation_switches(tiny_text_embeddings, images, tmp_path):
+    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
+    from bpclip_core.engine import compile_attention
+
+    torch.manual_seed(0)
+    full = BPCLIP(preset("tiny"), tiny_text_embeddings)
+    ablated = BPCLIP(
+        preset("tiny", attention_direction="top-down", weight_branch=False, clip_text=False), tiny_text_embeddings
+    )
+    assert ablated.weight_branch is None and all(f.weight is None for f in ablated.fusion)
+    assert not any(k.startswith("weight_branch") for k in ablated.state_dict())
+    assert sum(p.numel() for p in ablated.parameters()) < sum(p.numel() for p in full.parameters())
+    # top-down: the deeper level i+1 queries level i, keeping the query's residual
+    tokens = [torch.randn(2, 4, 32) for _ in range(5)]
+    block = ablated.information_branch.blocks[1]
+    expected = block(tokens[2], tokens[1]) + tokens[2]
+    assert torch.allclose(ablated.information_branch(tokens)[1], expected)
+    assert not torch.allclose(
+        full.information_branch(tokens)[1], full.information_branch.blocks[1](tokens[2], tokens[1])
+    )
+    # no CLIP text: the anchors are learned parameters and get gradients
+    assert isinstance(ablated.text_embeddings, torch.nn.Parameter) and "text_embeddings" not in dict(
+        full.named_parameters()
+    )
+    ablated.train()(images).score.sum().backward()
+    assert ablated.text_embeddings.grad is not None and ablated.text_embeddings.grad.abs().sum() > 0
+    restored = load_checkpoint(save_checkpoint(ablated.eval(), tmp_path / "ablated.safetensors"))
+    assert restored.config == ablated.config
+    with torch.inference_mode():
+        assert torch.equal(restored(images).score, ablated(images).score)
+        scripted = compile_attention(restored, "script")(images).score  # TorchScript takes the switches too
+    assert torch.allclose(scripted, ablated(images).score, atol=1e-5)
+    with pytest.raises(ValueError, match="attention_direction"):
+        preset("tiny", attention_direction="sideways")

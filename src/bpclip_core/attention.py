@@ -38,16 +38,24 @@ class MultiHeadAttention(nn.Module):
 
 
 class MultiscaleCrossAttention(nn.Module):
-    """Information branch (MSCA): level i queries the next deeper level i+1, bottom-up."""
+    """Information branch (MSCA): level i queries the next deeper level i+1, bottom-up.
 
-    def __init__(self, dim: int, num_heads: int, num_levels: int) -> None:
+    ``top_down=True`` is the Table V ablation (our reading; the paper does not define it):
+    the deeper level i+1 queries level i, and the output keeps the query's residual.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_levels: int, top_down: bool = False) -> None:
         super().__init__()
+        self.top_down = top_down
         self.blocks = nn.ModuleList([MultiHeadAttention(dim, num_heads) for _ in range(num_levels - 1)])
 
     def forward(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
         out: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            out.append(block(tokens[i], tokens[i + 1]) + tokens[i])  # eq. 4
+            if self.top_down:
+                out.append(block(tokens[i + 1], tokens[i]) + tokens[i + 1])
+            else:
+                out.append(block(tokens[i], tokens[i + 1]) + tokens[i])  # eq. 4
         return out
 
 

@@ -8,8 +8,12 @@ eval mode and its affine parameters get no gradient, whatever ``train()`` says.
 
 from __future__ import annotations
 
+import copy
+import itertools
+
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .weights import TORCHVISION_WEIGHTS, build_clip_model, load_torchvision_weights
 
@@ -64,6 +68,29 @@ class MultiLevelBackbone(nn.Module):
             x = stage(x)
             levels.append(x)
         return levels
+
+
+def fold_frozen_batchnorm(backbone: MultiLevelBackbone) -> MultiLevelBackbone:
+    """A copy of ``backbone`` for inference with every frozen BatchNorm folded into the conv before it.
+
+    Frozen BatchNorm is a fixed per-channel affine map, so conv + BN equals one conv with
+    scaled weights and a bias (the same function up to float rounding), and a pass over every
+    feature map is saved. The copy owns its weights: refold after the original changes.
+    """
+    folded = copy.deepcopy(backbone)
+    for module in list(folded.modules()):
+        children = dict(module.named_children())
+        if isinstance(module, nn.Sequential):  # stems and downsample paths: conv directly followed by BN
+            names = list(children)
+            pairs = list(itertools.pairwise(names))
+        else:  # residual blocks: conv1/bn1, conv2/bn2, ...
+            pairs = [(name, "bn" + name[4:]) for name in children if name.startswith("conv")]
+        for conv_name, norm_name in pairs:
+            conv, norm = children.get(conv_name), children.get(norm_name)
+            if isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d):
+                setattr(module, conv_name, fuse_conv_bn_eval(conv.eval(), norm.eval()))
+                setattr(module, norm_name, nn.Identity())
+    return folded.requires_grad_(False)
 
 
 def _out_channels(block: nn.Module) -> int:

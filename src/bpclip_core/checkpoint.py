@@ -27,7 +27,7 @@ from .backbone import build_backbone
 from .config import BPCLIPConfig, Mode, ScoreScale, preset
 from .errors import CheckpointError, CheckpointNotFoundError, ModeMismatchError
 from .model import BPCLIP, ModelCard
-from .text import adjective_embeddings
+from .text import initial_anchors
 
 FORMAT = "bpclip-checkpoint"
 FORMAT_VERSION = 1
@@ -221,14 +221,16 @@ def init_checkpoint(
     torch.manual_seed(seed)
     backbone = build_backbone(cfg.backbone, pretrained=not random, allow_download=allow_download)
     card = ModelCard()
-    text_embeddings = adjective_embeddings(
-        cfg.text_model, card.adjectives, card.prompt_template, pretrained=not random, allow_download=allow_download
+    text_embeddings = initial_anchors(
+        cfg, card.adjectives, card.prompt_template, pretrained=not random, allow_download=allow_download
     )
     card.provenance = {
         "trained": False,
         "initialisation": "random" if random else "pretrained backbone and CLIP text tower",
         "backbone_weights": "random" if random else f"{cfg.backbone} pretrained",
-        "text_embeddings": f"{cfg.text_model} ({'random' if random else 'pretrained'} text tower)",
+        "text_embeddings": f"{cfg.text_model} ({'random' if random else 'pretrained'} text tower)"
+        if cfg.clip_text
+        else "learned anchors, random initialisation (no CLIP text)",
         "seed": seed,
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 Mode = Literal["nr", "fr"]
 MODES: tuple[str, ...] = ("nr", "fr")
+ATTENTION_DIRECTIONS: tuple[str, ...] = ("bottom-up", "top-down")
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,12 @@ class BPCLIPConfig:
         similarity_temperature: temperature of the softmax over cosine similarities (eq. 8);
             0.01 is CLIP's own logit scale of 100.
         image_size: training patch size and the test-time resize target.
+        attention_direction: ``"bottom-up"`` (the paper's MSCA: level i queries level i+1) or
+            ``"top-down"`` (level i+1 queries level i), the Table V ablation.
+        weight_branch: use the SA weight branch (eq. 5-6); False keeps the information branch
+            only (Table V, "info only").
+        clip_text: compare with CLIP text embeddings of the adjectives (frozen); False learns
+            the 40 anchors from random initialisation instead (Table V, "no CLIP text").
     """
 
     mode: Mode = "nr"
@@ -51,10 +58,17 @@ class BPCLIPConfig:
     position_grid: tuple[int, int] = field(default=(12, 12))
     similarity_temperature: float = 0.01
     image_size: int = 384
+    attention_direction: str = "bottom-up"
+    weight_branch: bool = True
+    clip_text: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.attention_direction not in ATTENTION_DIRECTIONS:
+            raise ValueError(
+                f"attention_direction must be one of {ATTENTION_DIRECTIONS}, got {self.attention_direction!r}"
+            )
         if self.token_dim % self.num_heads:
             raise ValueError(f"token_dim ({self.token_dim}) must be divisible by num_heads ({self.num_heads})")
         if self.similarity_temperature <= 0:

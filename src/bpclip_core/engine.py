@@ -3,7 +3,9 @@
 Inputs: file paths, folders, PIL images, numpy arrays (H, W[, C]) and tensors in [0, 1]
 ((3, H, W) or (N, 3, H, W)), for NR and for FR pairs. Files are decoded in DataLoader
 workers while the model runs; the device is picked automatically (cuda, mps, cpu); GPUs run
-in bf16/fp16 autocast; the attention blocks are compiled (TorchScript by default).
+in bf16/fp16 autocast; the attention blocks are compiled (TorchScript by default). For
+inference the backbone runs with its frozen BatchNorm folded into the convolutions and, on
+CPU and CUDA, in channels_last layout (both measured in benchmarks/RESULTS.md).
 
 One bad input (unreadable, too small, no FR partner, NaN) gives an error for that input
 alone; every other input is still scored.
@@ -25,6 +27,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from .backbone import fold_frozen_batchnorm
 from .checkpoint import load_checkpoint
 from .errors import BPCLIPError, InputError
 from .explain import explain
@@ -67,6 +70,12 @@ def pick_device(device: str | torch.device | None = "auto") -> torch.device:
     return torch.device(device)
 
 
+def prefers_channels_last(device: torch.device) -> bool:
+    """Whether the engine runs in channels_last layout on this device by default: on CPU and
+    CUDA, where it is faster for a ResNet (1.3-1.4x for a ResNet50 on CPU, benchmarks/RESULTS.md)."""
+    return device.type in ("cuda", "cpu")
+
+
 def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     """The autocast dtype for a device and precision choice (None: plain fp32)."""
     if precision not in PRECISIONS:
@@ -86,7 +95,7 @@ def compile_attention(model: nn.Module, backend: str = DEFAULT_ATTENTION) -> nn.
         return model
     for name in ("information_branch", "weight_branch"):
         block = getattr(model, name)
-        if isinstance(block, torch.jit.ScriptModule) or hasattr(block, "_orig_mod"):
+        if block is None or isinstance(block, torch.jit.ScriptModule) or hasattr(block, "_orig_mod"):
             continue
         if backend == "script":
             with warnings.catch_warnings():
@@ -229,6 +238,9 @@ class QualityEngine:
         num_workers: decoding processes for file inputs (default: cores - 1, at most 4).
         protocol: the test-time protocol (default ``resize`` to the model's image size).
         top_k: dominant adjectives reported per image.
+        channels_last: run in channels_last layout (default: on CPU and CUDA, where it is faster).
+        fold_batchnorm: at inference, run a copy of the backbone with its frozen BatchNorm folded
+            into the convolutions (same function; the copy is refolded when the weights change).
     """
 
     def __init__(
@@ -242,15 +254,18 @@ class QualityEngine:
         protocol: TestTimeProtocol | str | None = None,
         top_k: int = 3,
         channels_last: bool | None = None,
+        fold_batchnorm: bool = True,
     ) -> None:
         if batch_size < 1 or top_k < 1:
             raise ValueError("batch_size and top_k must be at least 1")
         self.device = pick_device(device)
         self.dtype = autocast_dtype(self.device, precision)
         self.model = compile_attention(model.eval(), attention).to(self.device)
-        self.channels_last = self.device.type == "cuda" if channels_last is None else channels_last
+        self.channels_last = prefers_channels_last(self.device) if channels_last is None else channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.fold_batchnorm = fold_batchnorm
+        self._folded: tuple[tuple, nn.Module] | None = None
         self.batch_size, self.top_k = batch_size, top_k
         self.num_workers = min(4, max(0, (os.cpu_count() or 1) - 1)) if num_workers is None else num_workers
         default_size = getattr(model, "config", None)
@@ -285,6 +300,21 @@ class QualityEngine:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.dtype)
 
+    def inference_model(self) -> nn.Module:
+        """The model that scores under inference mode: BPCLIP with a BatchNorm-folded backbone
+        (refolded whenever the backbone's tensors change, e.g. between training steps)."""
+        model = self.model
+        if not (self.fold_batchnorm and isinstance(model, BPCLIP)):
+            return model
+        key = tuple((t._version, t.data_ptr()) for t in (*model.backbone.parameters(), *model.backbone.buffers()))
+        if self._folded is None or self._folded[0] != key:
+            with torch.inference_mode(False):
+                backbone = fold_frozen_batchnorm(model.backbone)
+            if self.channels_last:
+                backbone = backbone.to(memory_format=torch.channels_last)
+            self._folded = (key, model.with_backbone(backbone))
+        return self._folded[1]
+
     def forward_views(
         self, views: torch.Tensor, references: torch.Tensor | None = None, differentiable: bool = False
     ) -> QualityOutput:
@@ -295,6 +325,7 @@ class QualityEngine:
         """
         scores, probabilities = [], []
         grad_mode = contextlib.nullcontext() if differentiable else torch.inference_mode()
+        model = self.model if differentiable else self.inference_model()
         with grad_mode:
             for start in range(0, views.shape[0], self.batch_size):
                 x = views[start : start + self.batch_size].to(self.device, non_blocking=True)
@@ -305,7 +336,7 @@ class QualityEngine:
                     x = x.contiguous(memory_format=torch.channels_last)
                     ref = None if ref is None else ref.contiguous(memory_format=torch.channels_last)
                 with self._autocast():
-                    out = self.model(x, ref)
+                    out = model(x, ref)
                 score, probs = out.score.float(), out.level_probabilities.float()
                 scores.append(score if differentiable else score.cpu())
                 probabilities.append(probs if differentiable else probs.cpu())

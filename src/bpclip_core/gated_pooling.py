@@ -7,8 +7,10 @@ deepest level's grid (H_5 x W_5) and reduced to D channels, giving tokens G_i of
 
 Cost: the gated maps are pooled before any channel mixing. This is exact, not an
 approximation: the mask is one scalar per pixel and W_f a per-pixel linear map, so
-pool(m * (W_f F + b)) = W_f pool(m * F) + b pool(m). It keeps the heads cheap next to the
-backbone (see benchmarks/bench_model.py).
+pool(m * (W_f F + b)) = W_f pool(m * F) + b pool(m). For NR, W_f (C x C) and the reduction
+to D channels (D x C) are then applied as one D x C map when that is cheaper (always at
+inference, where the product is cached): at 384x384 this saves ~0.8 GMAC per image on the
+deepest level alone (see benchmarks/bench_inference.py).
 """
 
 from __future__ import annotations
@@ -52,18 +54,42 @@ class GatedLocalPoolingNR(nn.Module):
         self.gate = GateBottleneck(channels, reduction)
         self.feature_transform = nn.Conv2d(channels, channels, 1)  # W_f
         self.out_channels = channels
+        self._composed: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # inference cache
 
     def gated(self, features: torch.Tensor) -> torch.Tensor:
         """The full-resolution gated map, as eq. 2 writes it (reference form for tests)."""
         return torch.sigmoid(self.gate(features)) * self.feature_transform(features)  # eq. 2
 
-    def forward(self, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    def forward(self, features: torch.Tensor, grid: tuple[int, int], reduce: nn.Conv2d | None = None) -> torch.Tensor:
+        """The pooled eq. 2 map (N, C, *grid); with ``reduce`` (a 1x1 conv to D channels), that
+        reduction applied too: (N, D, *grid), computed with W_f and ``reduce`` as one map."""
         mask = torch.sigmoid(self.gate(features))
         pooled = masked_window_mean(features, mask, grid)
         pooled_mask = F.adaptive_avg_pool2d(mask, grid)
-        weight, bias = self.feature_transform.weight, self.feature_transform.bias
         # eq. 2 then pooling, with W_f moved after the (linear) pooling: exact, far cheaper
-        return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask
+        weight, bias = self.feature_transform.weight, self.feature_transform.bias
+        if reduce is None:
+            return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask
+        positions = pooled.shape[0] * pooled.shape[2] * pooled.shape[3]
+        if torch.is_grad_enabled() and positions <= reduce.out_channels:  # mixing twice is cheaper here
+            return reduce(F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask)
+        weight, bias = self._composed_with(reduce)
+        return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask + reduce.bias.view(1, -1, 1, 1)
+
+    def _composed_with(self, reduce: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+        """(R W_f, R b_f) as a 1x1 conv weight and a bias; cached while no gradient is needed."""
+        transform = self.feature_transform
+        if torch.is_grad_enabled():
+            return self._compose(reduce)
+        key = tuple((t._version, t.data_ptr(), t.dtype) for t in (transform.weight, transform.bias, reduce.weight))
+        if self._composed is None or self._composed[0] != key:
+            self._composed = (key, *self._compose(reduce))
+        return self._composed[1], self._composed[2]
+
+    def _compose(self, reduce: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
+        reduce_matrix = reduce.weight.flatten(1)
+        weight = reduce_matrix @ self.feature_transform.weight.flatten(1)
+        return weight[:, :, None, None], reduce_matrix @ self.feature_transform.bias
 
 
 class GatedLocalPoolingFR(nn.Module):
@@ -96,7 +122,12 @@ class LevelTokenizer(nn.Module):
         self.reduce = nn.Conv2d(in_channels, token_dim, 1)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return self.reduce(pooled).flatten(2).transpose(1, 2)  # (N, H5*W5, D)
+        return as_tokens(self.reduce(pooled))
+
+
+def as_tokens(grid_map: torch.Tensor) -> torch.Tensor:
+    """(N, D, h, w) -> the token sequence (N, h*w, D)."""
+    return grid_map.flatten(2).transpose(1, 2)
 
 
 class LearnedPositionalEncoding(nn.Module):

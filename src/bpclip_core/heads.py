@@ -16,12 +16,14 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
 class BranchFusion(nn.Module):
     """G'''_i = MLP(G'_i) * MLP(G''_i); the weight MLP ends in a sigmoid, so weights lie in (0, 1)."""
 
-    def __init__(self, dim: int, hidden_dim: int) -> None:
+    def __init__(self, dim: int, hidden_dim: int, use_weight: bool = True) -> None:
         super().__init__()
         self.information = mlp(dim, hidden_dim, dim)
-        self.weight = nn.Sequential(mlp(dim, hidden_dim, dim), nn.Sigmoid())
+        self.weight = nn.Sequential(mlp(dim, hidden_dim, dim), nn.Sigmoid()) if use_weight else None
 
-    def forward(self, information: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    def forward(self, information: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        if self.weight is None or weight is None:  # Table V "info only": no weight branch
+            return self.information(information)
         return self.information(information) * self.weight(weight)  # eq. 6
 
 

@@ -7,6 +7,7 @@ CLIP space (eq. 7) -> adjective probabilities (eq. 8) -> regressor (eq. 9).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,13 @@ from .attention import MultiscaleCrossAttention, SelfAttentionWeight
 from .backbone import MultiLevelBackbone, build_backbone
 from .config import BPCLIPConfig, ScoreScale
 from .errors import InputError
-from .gated_pooling import GatedLocalPoolingFR, GatedLocalPoolingNR, LearnedPositionalEncoding, LevelTokenizer
+from .gated_pooling import (
+    GatedLocalPoolingFR,
+    GatedLocalPoolingNR,
+    LearnedPositionalEncoding,
+    LevelTokenizer,
+    as_tokens,
+)
 from .heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
 from .inputs import check_images, check_pair
 
@@ -60,7 +67,9 @@ class BPCLIP(nn.Module):
 
     Args:
         config: the model's shape.
-        text_embeddings: (K, E) CLIP text embeddings of the K adjectives (frozen buffer).
+        text_embeddings: (K, E) CLIP text embeddings of the K adjectives (a frozen buffer; with
+            ``config.clip_text=False``, the initial values of learned anchors: see
+            :func:`bpclip_core.text.initial_anchors`).
         card: adjectives, prompt template, score scale and provenance.
         backbone: a prebuilt backbone (e.g. with ImageNet weights); randomly initialised if None.
 
@@ -93,34 +102,50 @@ class BPCLIP(nn.Module):
         self.gated_pooling = nn.ModuleList(gate(c, config.gate_reduction) for c in self.backbone.channels)
         self.tokenizers = nn.ModuleList(LevelTokenizer(g.out_channels, config.token_dim) for g in self.gated_pooling)
         self.positional_encoding = LearnedPositionalEncoding(config.token_dim, config.position_grid)
-        self.information_branch = MultiscaleCrossAttention(config.token_dim, config.num_heads, NUM_LEVELS)
-        self.weight_branch = SelfAttentionWeight(config.token_dim, config.num_heads, NUM_LEVELS)
+        self.information_branch = MultiscaleCrossAttention(
+            config.token_dim, config.num_heads, NUM_LEVELS, top_down=config.attention_direction == "top-down"
+        )
+        self.weight_branch = (
+            SelfAttentionWeight(config.token_dim, config.num_heads, NUM_LEVELS) if config.weight_branch else None
+        )
         attended_levels = NUM_LEVELS - 1
         self.fusion = nn.ModuleList(
-            BranchFusion(config.token_dim, config.fusion_hidden_dim) for _ in range(attended_levels)
+            BranchFusion(config.token_dim, config.fusion_hidden_dim, config.weight_branch)
+            for _ in range(attended_levels)
         )
         self.clip_mapping = nn.ModuleList(
             CLIPSpaceMapping(config.token_dim, config.clip_hidden_dim, config.clip_dim) for _ in range(attended_levels)
         )
         self.regressor = QualityRegressor(attended_levels, num_adjectives, config.regressor_hidden_dim)
-        self.register_buffer("text_embeddings", text_embeddings.detach().float().clone())
+        anchors = text_embeddings.detach().float().clone()
+        if config.clip_text:  # frozen CLIP text embeddings
+            self.register_buffer("text_embeddings", anchors)
+        else:  # Table V "no CLIP text": the anchors are learned
+            self.text_embeddings = nn.Parameter(anchors)
 
     @property
     def mode(self) -> str:
         return self.config.mode
 
+    def with_backbone(self, backbone: MultiLevelBackbone) -> BPCLIP:
+        """A twin of this model that runs ``backbone`` and shares every other module and tensor."""
+        twin = copy.copy(self)
+        twin._modules = {**self._modules, "backbone": backbone}
+        return twin
+
     def tokens(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The level tokens G_1..G_5 with the shared positional encoding added."""
-        if reference is None:
-            levels = self.backbone(distorted)
-            grid = (levels[-1].shape[-2], levels[-1].shape[-1])
-            pooled = [glp(f, grid) for glp, f in zip(self.gated_pooling, levels)]
-        else:  # the same backbone (shared weights) on both; two passes beat one of twice the batch
-            levels = self.backbone(distorted)
-            reference_levels = self.backbone(reference)
-            grid = (levels[-1].shape[-2], levels[-1].shape[-1])
-            pooled = [glp(f, r, grid) for glp, f, r in zip(self.gated_pooling, levels, reference_levels)]
+        levels = self.backbone(distorted)
+        grid = (levels[-1].shape[-2], levels[-1].shape[-1])
         position = self.positional_encoding(grid)
+        if reference is None:  # NR: W_f and the reduction to D run as one map (see gated_pooling.py)
+            return [
+                as_tokens(glp(f, grid, tok.reduce)) + position
+                for glp, tok, f in zip(self.gated_pooling, self.tokenizers, levels)
+            ]
+        # the same backbone (shared weights) on both; two passes beat one of twice the batch
+        reference_levels = self.backbone(reference)
+        pooled = [glp(f, r, grid) for glp, f, r in zip(self.gated_pooling, levels, reference_levels)]
         return [tok(p) + position for tok, p in zip(self.tokenizers, pooled)]
 
     def forward(
@@ -140,7 +165,7 @@ class BPCLIP(nn.Module):
             distorted = check_images(distorted, "images", data_range)
         tokens = self.tokens(distorted, reference)
         information = self.information_branch(tokens)
-        weights = self.weight_branch(tokens)
+        weights = self.weight_branch(tokens) if self.weight_branch is not None else [None] * len(information)
         level_probabilities = torch.stack(
             [
                 adjective_probabilities(

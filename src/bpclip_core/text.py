@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from .adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective, prompts
+from .config import BPCLIPConfig
 from .weights import build_clip_model, split_clip_name
 
 
@@ -41,3 +42,17 @@ def adjective_embeddings(
     """Build ``text_model`` (``arch/tag``) from the local cache and embed the adjectives."""
     clip_model = build_clip_model(text_model, pretrained=pretrained, allow_download=allow_download)
     return encode_adjectives(clip_model, text_model, adjectives, template)
+
+
+def initial_anchors(
+    config: BPCLIPConfig,
+    adjectives: tuple[Adjective, ...] = QUALITY_ADJECTIVES,
+    template: str = PROMPT_TEMPLATE,
+    pretrained: bool = True,
+    allow_download: bool = False,
+) -> torch.Tensor:
+    """The (K, E) anchors a new model compares with: CLIP text embeddings of the adjectives, or
+    random unit vectors when ``config.clip_text`` is False (Table V ablation; no text tower needed)."""
+    if not config.clip_text:
+        return torch.nn.functional.normalize(torch.randn(len(adjectives), config.clip_dim), dim=-1)
+    return adjective_embeddings(config.text_model, adjectives, template, pretrained, allow_download)

@@ -119,7 +119,7 @@ def build_model(config: TrainConfig, mode: str) -> BPCLIP:
     """The starting model: ``init_checkpoint`` if given, else a preset built from (optionally pretrained) weights."""
     from ..backbone import build_backbone
     from ..checkpoint import load_checkpoint
-    from ..text import adjective_embeddings
+    from ..text import initial_anchors
 
     torch.manual_seed(config.seed)
     if config.init_checkpoint:
@@ -127,9 +127,8 @@ def build_model(config: TrainConfig, mode: str) -> BPCLIP:
     model_config = preset(config.model, mode, **config.model_overrides)  # type: ignore[arg-type]
     backbone = build_backbone(model_config.backbone, config.pretrained, config.allow_download)
     card = ModelCard()
-    text = adjective_embeddings(
-        model_config.text_model, card.adjectives, card.prompt_template, config.pretrained, config.allow_download
-    )
+    adjectives, template = card.adjectives, card.prompt_template
+    text = initial_anchors(model_config, adjectives, template, config.pretrained, config.allow_download)
     return BPCLIP(model_config, text, card, backbone)
 
 
