@@ -4,6 +4,7 @@ import json
 import pytest
 import torch
 
+from bpclip_core import preset
 from bpclip_core.checkpoint import load_checkpoint, read_metadata
 from bpclip_core.cli import main
 from bpclip_core.training import TrainConfig, TrainingError, train
@@ -213,6 +214,11 @@ def test_every_example_config_loads():
 
     configs = sorted((Path(__file__).parents[2] / "examples" / "configs").glob("*.yaml"))
     assert len(configs) >= 10
+    ablations = set()
     for path in configs:
         config = TrainConfig.from_file(path)
         assert config.dataset and config.dataset_root, path
+        model = preset(config.model, config.mode or "nr", **config.model_overrides)  # the overrides are valid
+        if path.name.startswith("ablation_"):
+            ablations.add((model.weight_branch, model.attention_direction, model.clip_text))
+    assert len(ablations) == 4  # the four rows of Table V
