@@ -101,18 +101,23 @@ def topiq(mode: str, device: torch.device) -> torch.nn.Module | None:
 
 
 def huge_photo_peak_rss(size: int) -> float:
-    """Peak RSS (GB) of a fresh process that scores one 6000x4000 JPEG with the paper NR model."""
+    """Peak RSS (GB) of a fresh process that scores one 6000x4000 JPEG with the paper NR model.
+
+    Read from the child's own ``VmHWM`` (/proc/self/status): Linux carries ``ru_maxrss`` over
+    ``execve``, so a child started from this (large) process would report the parent's peak.
+    """
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "huge.jpg"
         noise = torch.rand(1, 3, 400, 600, generator=torch.Generator().manual_seed(0))
         big = torch.nn.functional.interpolate(noise, size=(4000, 6000), mode="bilinear")[0]
         Image.fromarray((big.permute(1, 2, 0) * 255).byte().numpy()).save(path, quality=90)
         code = (
-            "import resource, torch, json; from bpclip_core import BPCLIP, preset;"
-            "from bpclip_core.engine import QualityEngine, prefers_channels_last;"
+            "import json, re, torch; from bpclip_core import BPCLIP, preset;"
+            "from bpclip_core.engine import QualityEngine;"
             f"m = BPCLIP(preset('paper', image_size={size}), torch.randn(40, 1024));"
             f"r = QualityEngine(m, device='cpu', num_workers=0).score({str(path)!r})[0];"
-            "print(json.dumps({'error': r.error, 'rss': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}))"
+            "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read());"
+            "print(json.dumps({'error': r.error, 'rss': int(hwm.group(1)) * 1024}))"
         )
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -35,7 +35,10 @@ class CLIPSpaceMapping(nn.Module):
         self.project = mlp(dim, hidden_dim, clip_dim)
 
     def forward(self, fused: torch.Tensor) -> torch.Tensor:
-        return self.project(fused).mean(dim=1)  # eq. 7 (token mean: our choice, the paper is silent)
+        # eq. 7, then the token mean (our choice, the paper is silent); the mean is taken before
+        # the MLP's last linear layer, which is exact (it is linear) and saves that layer per token
+        hidden = self.project[1](self.project[0](fused)).mean(dim=1)
+        return self.project[2](hidden)
 
 
 def adjective_probabilities(

@@ -222,3 +222,37 @@ def test_every_example_config_loads():
         if path.name.startswith("ablation_"):
             ablations.add((model.weight_branch, model.attention_direction, model.clip_text))
     assert len(ablations) == 4  # the four rows of Table V
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(small_synthetic_csv, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    def command(out, *extra):
+        return [
+            sys.executable, "-m", "bpclip_core.cli", "train", "--dataset", "csv", "--data", str(small_synthetic_csv),
+            "--model", "tiny", "--random-init", "--epochs", "6", "--batch-size", "8", "--patch-size", "48",
+            "--lr", "1e-3", "--cache-images", "--no-progress", "--set", "max_steps_per_epoch=4", "--out", str(out),
+            *extra,
+        ]  # fmt: skip
+
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(command(straight), check=True, capture_output=True, timeout=300)
+    process = subprocess.Popen(command(killed), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (killed / RESUME_NAME).exists():  # the first epoch's checkpoint: five epochs still to go
+        assert process.poll() is None and time.monotonic() < deadline, "the run ended before it could be killed"
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    assert process.wait(timeout=30) == -signal.SIGKILL
+    assert read_resume_state(killed / RESUME_NAME)["epoch"] < 6
+    subprocess.run(command(killed, "--resume"), check=True, capture_output=True, timeout=300)
+    a, b = _final_weights(straight), _final_weights(killed)
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+    with (killed / "log.csv").open() as handle:
+        epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
+    assert epochs == [1, 2, 3, 4, 5, 6]  # each epoch logged once, the interrupted one redone
