@@ -39,10 +39,12 @@ from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ATTENTION_BACKENDS = ("script", "eager", "compile")
-# TorchScript is the default, chosen by measurement (benchmarks/RESULTS.md, CPU fp32,
-# 384x384, batch 8): it ran 1.01-1.02x as fast as eager for NR and FR, while torch.compile
-# ranged from 0.98x (NR) to 1.10x (FR) of it but costs a long first-call compilation (tens
-# of seconds per new shape on CPU), which dominates any run of a few thousand images.
+# TorchScript is the default, chosen by measurement (benchmarks/bench_attention.py, CPU fp32,
+# 384x384, batch 8): run interleaved in one process, scripted and eager attention are equal
+# within noise (eager 1.003x NR, 1.012x FR), so the scripted form costs nothing and needs no
+# compiler at run time; torch.compile was 1.02-1.09x as fast (bench_inference.py) but
+# compiles for tens of seconds per new input shape on CPU, which dominates any run of a few
+# thousand images of mixed sizes.
 DEFAULT_ATTENTION = "script"
 
 
