@@ -40,7 +40,7 @@ import torchvision
 from PIL import Image
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.backbone import fold_frozen_batchnorm
+from bpclip_core.backbone import build_backbone, fold_frozen_batchnorm
 from bpclip_core.engine import QualityEngine, prefers_channels_last
 
 
@@ -166,7 +166,7 @@ def main() -> None:
     base2 = measure(f"ResNet50 x2, {layout} (FR baseline)", lambda: (resnet(xl), resnet(yl)))
     if not channels_last:
         plain = base
-    own = fold_frozen_batchnorm(BPCLIP(preset("paper"), torch.randn(40, 1024)).backbone).to(device)
+    own = fold_frozen_batchnorm(build_backbone(preset("paper").backbone)).to(device)
     own = own.to(memory_format=torch.channels_last) if channels_last else own
     folded = measure(f"BPCLIP's backbone alone (BN folded, {layout})", lambda: own(xl))
 

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from bpclip_core.cli import main
+from conftest import write_random_images
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +21,7 @@ def checkpoints(tmp_path_factory):
 
 @pytest.fixture
 def image_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for name in ("a.png", "b.jpg", "c.png"):
-        Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(folder / name)
-    return folder
+    return write_random_images(tmp_path / "images", ["a.png", "b.jpg", "c.png"], 70, 90)
 
 
 def _score(capsys, *args):

@@ -7,6 +7,7 @@ from bpclip_core import InputError
 from bpclip_core.checkpoint import save_checkpoint
 from bpclip_core.engine import QualityEngine, autocast_dtype, compile_attention, pick_device
 from bpclip_core.images import load_image
+from conftest import write_random_images
 
 
 def _png(path, array):
@@ -16,12 +17,7 @@ def _png(path, array):
 
 @pytest.fixture
 def photo_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    for i in range(5):
-        _png(folder / f"img{i}.png", rng.integers(0, 256, (64, 80, 3), dtype=np.uint8))
-    return folder
+    return write_random_images(tmp_path / "photos", [f"img{i}.png" for i in range(5)], 64, 80)
 
 
 def test_every_input_kind_gives_the_models_own_score(nr_model, photo_dir):

@@ -22,7 +22,7 @@ class BranchFusion(nn.Module):
         self.weight = nn.Sequential(mlp(dim, hidden_dim, dim), nn.Sigmoid()) if use_weight else None
 
     def forward(self, information: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
-        if self.weight is None or weight is None:  # Table V "info only": no weight branch
+        if self.weight is None:  # Table V "info only": no weight branch
             return self.information(information)
         return self.information(information) * self.weight(weight)  # eq. 6
 
