@@ -33,16 +33,20 @@ from bpclip_core.text import adjective_embeddings  # noqa: E402
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
-def write_random_images(folder: Path, names: list[str], height: int, width: int) -> Path:
-    """Random RGB images (seeded) under ``folder``; the file suffix picks the format."""
+@pytest.fixture
+def write_random_images():
+    """``write(folder, names, height, width)``: seeded random RGB images; the suffix picks the format."""
     import numpy as np
     from PIL import Image
 
-    rng = np.random.default_rng(0)
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / name)
-    return folder
+    def write(folder: Path, names: list[str], height: int, width: int) -> Path:
+        rng = np.random.default_rng(0)
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(folder / name)
+        return folder
+
+    return write
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,6 @@ import pytest
 from PIL import Image
 
 from bpclip_core.cli import main
-from conftest import write_random_images
 
 
 @pytest.fixture(scope="module")
@@ -20,7 +19,7 @@ def checkpoints(tmp_path_factory):
 
 
 @pytest.fixture
-def image_dir(tmp_path):
+def image_dir(tmp_path, write_random_images):
     return write_random_images(tmp_path / "images", ["a.png", "b.jpg", "c.png"], 70, 90)
 
 

@@ -7,7 +7,6 @@ from bpclip_core import InputError
 from bpclip_core.checkpoint import save_checkpoint
 from bpclip_core.engine import QualityEngine, autocast_dtype, compile_attention, pick_device
 from bpclip_core.images import load_image
-from conftest import write_random_images
 
 
 def _png(path, array):
@@ -16,7 +15,7 @@ def _png(path, array):
 
 
 @pytest.fixture
-def photo_dir(tmp_path):
+def photo_dir(tmp_path, write_random_images):
     return write_random_images(tmp_path / "photos", [f"img{i}.png" for i in range(5)], 64, 80)
 
 
