@@ -1,11 +1,14 @@
+import pytest
 import torch
 import torch.nn.functional as F
 
+from bpclip_core import gated_pooling
 from bpclip_core.gated_pooling import (
     GatedLocalPoolingFR,
     GatedLocalPoolingNR,
     LearnedPositionalEncoding,
     LevelTokenizer,
+    masked_window_means,
 )
 
 
@@ -55,6 +58,40 @@ def test_fr_gate_concatenates_distorted_reference_and_difference():  # eq. 1
     same = glp(distorted, distorted, (3, 3))
     assert torch.count_nonzero(same[:, 16:]) == 0  # identical inputs: the difference part is zero
     assert torch.allclose(same[:, :8], same[:, 8:16])
+
+
+@pytest.mark.parametrize("size", [(24, 36), (25, 37), (19, 13)])  # equal windows, adaptive ones, overlapping ones
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_masked_window_means_equal_multiplying_then_adaptive_pooling(size, channels_last):
+    torch.manual_seed(0)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    parts = [torch.randn(2, c, *size).contiguous(memory_format=layout).requires_grad_() for c in (5, 3)]
+    mask = torch.rand(2, 1, *size).contiguous(memory_format=layout).requires_grad_()
+    grid = (3, 4)  # 16 pixels or more per window: channels_last parts take the matrix-product path
+    pooled = masked_window_means(parts, mask, grid)
+    expected = [F.adaptive_avg_pool2d(p * mask, grid) for p in parts]
+    for got, want in zip(pooled, expected):
+        assert got.shape == want.shape
+        assert torch.allclose(got, want, atol=1e-6)
+    grads = torch.autograd.grad(sum(g.square().sum() for g in pooled), [*parts, mask])
+    want_grads = torch.autograd.grad(sum(w.square().sum() for w in expected), [*parts, mask])
+    for got, want in zip(grads, want_grads):
+        assert torch.allclose(got, want, atol=1e-5)
+
+
+def test_fr_inference_in_chunks_equals_the_whole_batch(monkeypatch):
+    torch.manual_seed(0)
+    glp = GatedLocalPoolingFR(8, reduction=4)
+    distorted, reference = torch.randn(5, 8, 16, 20), torch.randn(5, 8, 16, 20)
+    expected = F.adaptive_avg_pool2d(glp.gated(distorted, reference), (4, 5))
+    image_bytes = 8 * 16 * 20 * 4
+    monkeypatch.setattr(gated_pooling, "CHUNK_BYTES", 2 * image_bytes)  # chunks of 2, 2 and 1 images
+    calls = []
+    glp.gate.register_forward_hook(lambda module, inputs, output: calls.append(len(inputs[0])))
+    with torch.inference_mode():
+        chunked = glp(distorted, reference, (4, 5))
+    assert calls == [2, 2, 1]
+    assert torch.allclose(chunked, expected, atol=1e-6)
 
 
 def test_tokens_are_the_reduced_pooled_grid():

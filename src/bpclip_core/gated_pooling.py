@@ -11,21 +11,75 @@ pool(m * (W_f F + b)) = W_f pool(m * F) + b pool(m). For NR, W_f (C x C) and the
 to D channels (D x C) are then applied as one D x C map when that is cheaper (always at
 inference, where the product is cached): at 384x384 this saves ~0.8 GMAC per image on the
 deepest level alone (see benchmarks/bench_inference.py).
+
+The masked window sums themselves avoid writing full-size temporaries, which on CPU cost
+more than the arithmetic (fresh large allocations are page-faulted in): on channels_last maps
+they run as matrix products, and FR inference runs the batch in chunks of at most
+``CHUNK_BYTES`` per map, so its full-size difference |F^d - F^r| is a small reused
+allocation. ``benchmarks/bench_pooling.py`` measures both against the plain form.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+CHUNK_BYTES = 16 * 2**20  # FR inference: feature-map bytes per chunk of the batch
 
-def masked_window_mean(features: torch.Tensor, mask: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Window average of ``mask * features`` over a ``grid`` of windows (exact windows when they divide)."""
-    height, width = features.shape[-2:]
+
+def masked_window_means(
+    parts: Sequence[torch.Tensor], mask: torch.Tensor, grid: tuple[int, int]
+) -> list[torch.Tensor]:
+    """Window averages of ``mask * part`` for each part over a ``grid`` of windows.
+
+    The windows are those of ``adaptive_avg_pool2d`` (exact windows when the size divides).
+    For large channels_last maps the masked sums run as matrix products that read each part
+    once and never write the full-size product ``mask * part`` (5-7x faster for F_1..F_3 at
+    384x384, benchmarks/bench_pooling.py); otherwise multiply, then pool.
+    """
+    height, width = parts[0].shape[-2:]
+    channels_last = all(p.dim() == 4 and p.permute(0, 2, 3, 1).is_contiguous() for p in parts)
+    if channels_last and height * width >= 16 * grid[0] * grid[1]:
+        return _window_means_by_matmul(parts, mask, grid)
     if height % grid[0] == 0 and width % grid[1] == 0:  # plain pooling is faster than the adaptive kind
-        return F.avg_pool2d(features * mask, (height // grid[0], width // grid[1]))
-    return F.adaptive_avg_pool2d(features * mask, grid)
+        window = (height // grid[0], width // grid[1])
+        return [F.avg_pool2d(p * mask, window) for p in parts]
+    return [F.adaptive_avg_pool2d(p * mask, grid) for p in parts]
+
+
+def _window_means_by_matmul(
+    parts: Sequence[torch.Tensor], mask: torch.Tensor, grid: tuple[int, int]
+) -> list[torch.Tensor]:
+    """Masked window means as matrix products on channels_last parts: first the masked sums
+    over each row's column windows, then the mean over row windows (a small (grid_h x H) map)."""
+    batch, _, height, width = parts[0].shape
+    row_windows = window_matrix(height, grid[0], mask)  # (grid_h, H)
+    if width % grid[1] == 0:  # equal column windows: one masked dot product per window row
+        window = width // grid[1]
+        weights = mask.reshape(batch * height * grid[1], 1, window) / window
+    else:  # adaptive column windows: (grid_w x W) weights per image row
+        weights = mask.reshape(batch * height, 1, width) * window_matrix(width, grid[1], mask)
+    pooled = []
+    for part in parts:
+        channels = part.shape[1]
+        rows = part.permute(0, 2, 3, 1).reshape(weights.shape[0], -1, channels)  # a view
+        row_sums = torch.bmm(weights, rows).view(batch, height, grid[1] * channels)
+        cells = torch.matmul(row_windows, row_sums)  # (N, grid_h, grid_w * C)
+        pooled.append(cells.view(batch, grid[0], grid[1], channels).permute(0, 3, 1, 2))
+    return pooled
+
+
+def window_matrix(size: int, cells: int, like: torch.Tensor) -> torch.Tensor:
+    """(cells, size) averaging weights of adaptive average pooling's windows along one axis."""
+    index = torch.arange(cells, device=like.device)
+    start = torch.div(index * size, cells, rounding_mode="floor")
+    end = torch.div((index + 1) * size + cells - 1, cells, rounding_mode="floor")
+    position = torch.arange(size, device=like.device)
+    inside = (position >= start[:, None]) & (position < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
 class GateBottleneck(nn.Module):
@@ -64,7 +118,7 @@ class GatedLocalPoolingNR(nn.Module):
         """The pooled eq. 2 map (N, C, *grid); with ``reduce`` (a 1x1 conv to D channels), that
         reduction applied too: (N, D, *grid), computed with W_f and ``reduce`` as one map."""
         mask = torch.sigmoid(self.gate(features))
-        pooled = masked_window_mean(features, mask, grid)
+        (pooled,) = masked_window_means([features], mask, grid)
         pooled_mask = F.adaptive_avg_pool2d(mask, grid)
         # eq. 2 then pooling, with W_f moved after the (linear) pooling: exact, far cheaper
         weight, bias = self.feature_transform.weight, self.feature_transform.bias
@@ -107,11 +161,21 @@ class GatedLocalPoolingFR(nn.Module):
         return mask * torch.cat([distorted, reference, difference], dim=1)  # eq. 1
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The pooled eq. 1 map (N, 3C, *grid). At inference the batch runs in chunks of at most
+        CHUNK_BYTES per feature map: the full-size difference is then a small, reused allocation
+        instead of a fresh one per batch (measured in benchmarks/RESULTS.md)."""
+        per_image = distorted[:1].numel() * distorted.element_size()
+        images = max(1, CHUNK_BYTES // per_image)
+        if torch.is_grad_enabled() or images >= distorted.shape[0]:
+            return self._pooled(distorted, reference, grid)
+        chunks = zip(distorted.split(images), reference.split(images))
+        return torch.cat([self._pooled(d, r, grid) for d, r in chunks])
+
+    def _pooled(self, distorted: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         difference = torch.sub(distorted, reference).abs_()  # in place on a fresh tensor: one pass less
         mask = torch.sigmoid(self.gate(difference))
         # eq. 1 then pooling; each part is pooled before the concatenation (same result, less memory)
-        parts = [masked_window_mean(part, mask, grid) for part in (distorted, reference, difference)]
-        return torch.cat(parts, dim=1)
+        return torch.cat(masked_window_means([distorted, reference, difference], mask, grid), dim=1)
 
 
 class LevelTokenizer(nn.Module):
