@@ -12,11 +12,12 @@ to D channels (D x C) are then applied as one D x C map when that is cheaper (al
 inference, where the product is cached): at 384x384 this saves ~0.8 GMAC per image on the
 deepest level alone (see benchmarks/bench_inference.py).
 
-The masked window sums themselves avoid writing full-size temporaries, which on CPU cost
-more than the arithmetic (fresh large allocations are page-faulted in): on channels_last maps
-they run as matrix products, and FR inference runs the batch in chunks of at most
-``CHUNK_BYTES`` per map, so its full-size difference |F^d - F^r| is a small reused
-allocation. ``benchmarks/bench_pooling.py`` measures both against the plain form.
+On CPU the masked window sums avoid writing full-size temporaries, which there cost more
+than the arithmetic (fresh large allocations are page-faulted in): on channels_last maps they
+run as matrix products, and FR inference runs the batch in chunks of at most ``CHUNK_BYTES``
+per map, so its full-size difference |F^d - F^r| is a small reused allocation.
+``benchmarks/bench_pooling.py`` measures both against the plain form. GPUs (caching
+allocators, not measured here) keep the plain form.
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def masked_window_means(
     """
     height, width = parts[0].shape[-2:]
     channels_last = all(p.dim() == 4 and p.permute(0, 2, 3, 1).is_contiguous() for p in parts)
-    if channels_last and height * width >= 16 * grid[0] * grid[1]:
+    on_cpu = parts[0].device.type == "cpu"  # measured there; GPU allocators cache, the plain form stays
+    if on_cpu and channels_last and height * width >= 16 * grid[0] * grid[1]:
         return _window_means_by_matmul(parts, mask, grid)
     if height % grid[0] == 0 and width % grid[1] == 0:  # plain pooling is faster than the adaptive kind
         window = (height // grid[0], width // grid[1])
@@ -161,12 +163,12 @@ class GatedLocalPoolingFR(nn.Module):
         return mask * torch.cat([distorted, reference, difference], dim=1)  # eq. 1
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """The pooled eq. 1 map (N, 3C, *grid). At inference the batch runs in chunks of at most
-        CHUNK_BYTES per feature map: the full-size difference is then a small, reused allocation
-        instead of a fresh one per batch (measured in benchmarks/RESULTS.md)."""
+        """The pooled eq. 1 map (N, 3C, *grid). At inference on CPU the batch runs in chunks of at
+        most CHUNK_BYTES per feature map: the full-size difference is then a small, reused
+        allocation instead of a fresh one per batch (benchmarks/bench_pooling.py)."""
         per_image = distorted[:1].numel() * distorted.element_size()
         images = max(1, CHUNK_BYTES // per_image)
-        if torch.is_grad_enabled() or images >= distorted.shape[0]:
+        if torch.is_grad_enabled() or distorted.device.type != "cpu" or images >= distorted.shape[0]:
             return self._pooled(distorted, reference, grid)
         chunks = zip(distorted.split(images), reference.split(images))
         return torch.cat([self._pooled(d, r, grid) for d, r in chunks])
