@@ -18,6 +18,8 @@ def write_pristine(folder: Path, size: int, names: tuple[str, ...] = PRISTINE) -
     folder.mkdir(parents=True, exist_ok=True)
     for name in names:
         array = getattr(data, name)()
+        if isinstance(array, tuple):  # stereo pairs: the left view
+            array = array[0]
         if array.ndim == 2:
             array = np.stack([array] * 3, axis=-1)
         picture = Image.fromarray(array[..., :3].astype(np.uint8))
