@@ -3,11 +3,11 @@ distortions of bundled images ranks distortion levels on reference content it ne
 
 The issue's goal is SRCC >= 0.85 on held-out content. Measured for exactly this recipe
 (20 scikit-image pictures at 128 px, 6:2:2 by reference, 40 held-out pairs of 4 unseen
-references, whole-image evaluation): test SRCC 0.870 with seed 0 (the test's), 0.830 with
-seed and split seed 1, 0.951 with 2 (mean 0.884). Earlier recipes were less robust: 14
-pictures at 80 px gave 0.885 / 0.724; 14 at 128 px 0.855 / 0.910 / 0.795; 20 at 128 px with
-lr 3e-3 0.842 / 0.824 / 0.865. The test asserts 0.8, leaving room for float differences
-between CPUs over 40 epochs, and that the training loss fell at least fourfold."""
+references, whole-image evaluation, AdamW weight decay 0.05): test SRCC 0.911 with seed 0
+(the test's), 0.851 and 0.890 with seed and split seed 1 and 2. Earlier recipes were less
+robust: 14 pictures at 80 px, 0.885 / 0.724 (seeds 0 / 1); 14 at 128 px, 0.855 / 0.910 /
+0.795; 20 at 128 px with the paper's weight decay 1e-5, 0.870 / 0.830 / 0.951 (lr 1.5e-3)
+and 0.842 / 0.824 / 0.865 (lr 3e-3)."""
 
 import pytest
 
@@ -31,11 +31,11 @@ def test_tiny_model_learns_distortion_levels_on_unseen_content(tmp_path):
     config = TrainConfig(
         dataset="csv", dataset_root=str(csv), model="tiny", mode="fr", pretrained=False,
         model_overrides={"similarity_temperature": 0.1},  # a 32-d CLIP space saturates CLIP's 0.01
-        epochs=40, batch_size=16, patch_size=64, lr=1.5e-3, t_max=40, cache_images=True, progress=False,
-        eval_protocol="full",
+        epochs=40, batch_size=16, patch_size=64, lr=1.5e-3, weight_decay=0.05, t_max=40,
+        cache_images=True, progress=False, eval_protocol="full",
         out_dir=str(tmp_path / "run"),
     )  # fmt: skip
     result = train(config)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 4
     assert result.test_metrics is not None and result.test_metrics["count"] >= 40
-    assert result.test_metrics["srcc"] >= 0.8, result.test_metrics
+    assert result.test_metrics["srcc"] >= 0.85, result.test_metrics
