@@ -38,7 +38,7 @@ def masked_window_means(
 
     The windows are those of ``adaptive_avg_pool2d`` (exact windows when the size divides).
     For large channels_last maps the masked sums run as matrix products that read each part
-    once and never write the full-size product ``mask * part`` (5-7x faster for F_1..F_3 at
+    once and never write the full-size product ``mask * part`` (5-8x faster for F_1..F_3 at
     384x384, benchmarks/bench_pooling.py); otherwise multiply, then pool.
     """
     height, width = parts[0].shape[-2:]
