@@ -17,7 +17,7 @@ import torch
 from bpclip_core.backbone import build_backbone
 from bpclip_core.config import preset
 from bpclip_core.model import BPCLIP
-from bpclip_core.training.trainer import ScoreOnly, calibrate_batchnorm, train_step
+from bpclip_core.training.trainer import TensorOutputs, calibrate_batchnorm, train_step
 
 
 def _median_seconds(step, repeats: int, warmup: int) -> float:
@@ -62,7 +62,7 @@ def main() -> None:
 
     model = BPCLIP(config, torch.nn.functional.normalize(torch.randn(40, config.clip_dim), dim=-1)).train()
     calibrate_batchnorm(model.backbone, [images])
-    wrapped = ScoreOnly(model)
+    wrapped = TensorOutputs(model)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, weight_decay=1e-5)
     batch = {"distorted": images, "target": targets}
     if args.mode == "fr":

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up bpclip in ./.venv (pinned torch pair, the package with all extras, test tools),
-# then score the images in examples/images/. Idempotent: a second run only re-scores.
+# then score the images in examples/images/ with the bundled model. Idempotent: a second run only re-scores.
 #   bash scripts/setup.sh            # set up + run the demo
 #   bash scripts/setup.sh --no-demo  # set up only (used by scripts/test.sh)
 set -euo pipefail
@@ -47,14 +47,9 @@ fi
 
 [ "${1:-}" = "--no-demo" ] && exit 0
 
-# The main job: score examples/images/. No official trained BPCLIP weights exist, so the
-# demo uses an UNTRAINED tiny checkpoint (its scores show the pipeline, not quality).
-demo=.bpclip-demo
-mkdir -p "$demo"
-if [ ! -f "$demo/bpclip-tiny-nr.safetensors" ]; then
-    "$VENV/bin/bpclip" init-checkpoint --config tiny --mode nr --random --out "$demo/bpclip-tiny-nr.safetensors"
-fi
-"$VENV/bin/bpclip" score examples/images --checkpoint "$demo/bpclip-tiny-nr.safetensors" --top-k 3
+# The main job: score examples/images/ with the bundled default NR model (no checkpoint
+# argument; trained by this project on synthetic distortions, see docs/default-models.md).
+"$VENV/bin/bpclip" score examples/images --top-k 3 --no-progress
 if "$VENV/bin/python" -c "from bpclip_core.weights import clip_weights_path as p; p('RN50/openai')" 2>/dev/null; then
     "$VENV/bin/bpclip" score examples/images --zero-shot --top-k 3
 else

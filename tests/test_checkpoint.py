@@ -5,6 +5,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import bpclip_core.checkpoint as checkpoint_module
 from bpclip_core import CheckpointError, CheckpointNotFoundError, ModeMismatchError
 from bpclip_core.checkpoint import (
     CHECKPOINT_ENV,
@@ -58,6 +59,7 @@ def test_loading_precedence_explicit_then_env_then_cache(tmp_path, monkeypatch, 
 
 
 def test_missing_checkpoint_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.setattr(checkpoint_module, "BUNDLED_DIR", tmp_path / "no-bundled-models")
     with pytest.raises(CheckpointNotFoundError, match="No official trained BPCLIP weights exist") as info:
         resolve_checkpoint(mode="fr")
     assert "bpclip-fr.safetensors" in str(info.value) and "BPCLIP_CHECKPOINT" in str(info.value)
@@ -67,6 +69,19 @@ def test_missing_checkpoint_says_what_to_do(tmp_path, monkeypatch):
     with pytest.raises(CheckpointNotFoundError, match="BPCLIP_CHECKPOINT names"):
         load_checkpoint()
     assert isinstance(info.value, FileNotFoundError)
+
+
+def test_bundled_models_are_the_last_step_of_the_precedence(tmp_path, monkeypatch, nr_model):
+    bundled = {mode: checkpoint_module.BUNDLED_DIR / f"bpclip-{mode}.safetensors" for mode in ("nr", "fr")}
+    assert resolve_checkpoint() == bundled["nr"] and resolve_checkpoint(mode="fr") == bundled["fr"]
+    for mode, path in bundled.items():
+        model = load_checkpoint(mode=mode)
+        provenance = model.card.provenance
+        assert model.mode == mode and provenance["bundled"] and provenance["trained"]
+        assert "not human ratings" in provenance["statement"] or "never saw a human" in provenance["statement"]
+        assert path.stat().st_size < 30e6
+    cached = save_checkpoint(nr_model, checkpoint_dir() / "bpclip-nr.safetensors")
+    assert resolve_checkpoint() == cached  # the cache comes before the bundled model
 
 
 def test_wrong_mode_is_refused(tmp_path, fr_model):

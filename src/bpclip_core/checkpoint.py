@@ -9,7 +9,10 @@ Where :func:`load_checkpoint` looks, in this order:
 2. the file named by the ``BPCLIP_CHECKPOINT`` environment variable;
 3. ``$BPCLIP_HOME/checkpoints/<name>.safetensors`` (``BPCLIP_HOME`` defaults to
    ``~/.cache/bpclip``; the default name is ``bpclip-nr`` or ``bpclip-fr``);
-4. otherwise a :class:`CheckpointNotFoundError` that says what to do.
+4. the model of that name bundled with the package (``bpclip_core/models/``: the default
+   NR and FR models, trained by this project on synthetic distortions; see
+   docs/default-models.md);
+5. otherwise a :class:`CheckpointNotFoundError` that says what to do.
 """
 
 from __future__ import annotations
@@ -37,10 +40,11 @@ HOME_ENV = "BPCLIP_HOME"
 SUFFIX = ".safetensors"
 
 NO_WEIGHTS_ADVICE = (
-    "No official trained BPCLIP weights exist yet. Train a model (bpclip train), create an "
-    "untrained one (bpclip init-checkpoint --config paper --mode nr --out FILE), or score "
-    "with the zero-shot CLIP mode (--zero-shot)."
+    "No official trained BPCLIP weights exist; bpclip bundles its own default models "
+    "(bpclip-nr, bpclip-fr) in the package, or train one (bpclip train, or "
+    "bash scripts/train_default_models.sh), or score with the zero-shot CLIP mode (--zero-shot)."
 )
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 
 
 def bpclip_home() -> Path:
@@ -55,6 +59,12 @@ def checkpoint_dir() -> Path:
 
 def default_checkpoint_name(mode: str | None) -> str:
     return f"bpclip-{mode or 'nr'}"
+
+
+def bundled_checkpoint(name: str) -> Path | None:
+    """The checkpoint of that name bundled with the package, if it is there."""
+    path = BUNDLED_DIR / f"{name}{SUFFIX}"
+    return path if path.is_file() else None
 
 
 def _library_version() -> str:
@@ -144,10 +154,14 @@ def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = 
     cached = checkpoint_dir() / f"{name}{SUFFIX}"
     if cached.is_file():
         return cached
+    bundled = bundled_checkpoint(name)
+    if bundled is not None:
+        return bundled
     raise CheckpointNotFoundError(
         f"no BPCLIP checkpoint found: no explicit path was given, {CHECKPOINT_ENV} is "
         f"{'unset' if checkpoint is None and not os.environ.get(CHECKPOINT_ENV) else 'not used'}, "
-        f"and {str(cached)!r} does not exist. Pass a checkpoint path, set {CHECKPOINT_ENV}, or put "
+        f"{str(cached)!r} does not exist and no bundled model is named {name!r}. Pass a checkpoint path, "
+        f"set {CHECKPOINT_ENV}, or put "
         f"the file at that place ({HOME_ENV} sets the folder). {NO_WEIGHTS_ADVICE}"
     )
 

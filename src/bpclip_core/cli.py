@@ -45,7 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("paths", nargs="+", help="image files or folders")
     score.add_argument("--ref", help="reference image or folder (FR; pairs matched by file name)")
     model = score.add_mutually_exclusive_group()
-    model.add_argument("--checkpoint", help="checkpoint path or cache name (default: BPCLIP_CHECKPOINT, then cache)")
+    model.add_argument(
+        "--checkpoint", help="checkpoint path or cache name (default: BPCLIP_CHECKPOINT, the cache, the bundled model)"
+    )
     model.add_argument("--zero-shot", action="store_true", help="zero-shot CLIP mode: no trained BPCLIP head")
     score.add_argument("--clip-model", help="open_clip 'arch/tag' for --zero-shot (default RN50/openai)")
     score.add_argument("--download", action="store_true", help="allow downloading missing CLIP weights")

@@ -2,7 +2,8 @@
 
 The paper fixes the structure (equations 1-10) but not the sizes; the ``paper`` preset
 holds our paper-faithful defaults (ResNet50, CLIP RN50 text space, 384x384 patches),
-``tiny`` is a small randomly initialisable model for tests, examples and CI.
+``tiny`` is a small randomly initialisable model for tests, examples and CI, ``compact`` the
+shape of the bundled default models (trained from scratch on a CPU).
 """
 
 from __future__ import annotations
@@ -109,11 +110,27 @@ PRESETS: dict[str, BPCLIPConfig] = {
         position_grid=(2, 2),
         image_size=64,
     ),
+    # the bundled default models: trained from scratch on a CPU, so a ResNet18 and a small
+    # learned adjective space (no CLIP weights can be fetched); 160 px test-time resize
+    "compact": BPCLIPConfig(
+        backbone="resnet18",
+        token_dim=64,
+        num_heads=4,
+        fusion_hidden_dim=128,
+        clip_hidden_dim=128,
+        regressor_hidden_dim=64,
+        clip_dim=64,
+        text_model=f"{TINY_CLIP_MODEL}/random",
+        position_grid=(5, 5),
+        similarity_temperature=0.1,
+        image_size=160,
+        clip_text=False,
+    ),
 }
 
 
 def preset(name: str, mode: Mode = "nr", **overrides: Any) -> BPCLIPConfig:
-    """A named preset (``paper`` or ``tiny``) for the given mode, with optional overrides."""
+    """A named preset (``paper``, ``tiny`` or ``compact``) for the given mode, with optional overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(mode=mode, **overrides)

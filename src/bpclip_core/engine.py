@@ -112,8 +112,12 @@ def describe_model(model: nn.Module) -> str:
     """A one-line, honest description: the model kind and whether it was trained."""
     if isinstance(model, ZeroShotCLIPIQA):
         return f"zero-shot CLIP ({model.text_model}), no trained BPCLIP head"
-    trained = "trained" if model.card.provenance.get("trained") else "UNTRAINED (scores carry no meaning)"
-    return f"BPCLIP-{model.config.mode.upper()} ({model.config.backbone}), {trained}"
+    provenance = model.card.provenance
+    kind = f"BPCLIP-{model.config.mode.upper()} ({model.config.backbone})"
+    if provenance.get("bundled"):
+        return f"{kind}, {provenance.get('name')}: bundled default model, trained on synthetic distortions"
+    trained = "trained" if provenance.get("trained") else "UNTRAINED (scores carry no meaning)"
+    return f"{kind}, {trained}"
 
 
 def load_quality_model(

@@ -57,11 +57,15 @@ def adjective_probabilities(
 
 
 class QualityRegressor(nn.Module):
-    """p = MLP(s_1 ⊕ ... ⊕ s_{n-1}): the score from all levels' adjective probabilities."""
+    """p = sigmoid(MLP(s_1 ⊕ ... ⊕ s_{n-1})): the score from all levels' adjective probabilities.
+
+    The sigmoid is our addition (the paper's eq. 9 is an unbounded MLP): the targets are MOS
+    normalised to [0, 1] (eq. 10), so the score lies in [0, 1] by construction, higher better.
+    """
 
     def __init__(self, num_levels: int, num_adjectives: int, hidden_dim: int) -> None:
         super().__init__()
         self.mlp = mlp(num_levels * num_adjectives, hidden_dim, 1)
 
     def forward(self, level_probabilities: torch.Tensor) -> torch.Tensor:
-        return self.mlp(level_probabilities.flatten(1)).squeeze(1)  # eq. 9
+        return torch.sigmoid(self.mlp(level_probabilities.flatten(1)).squeeze(1))  # eq. 9, bounded

@@ -4,7 +4,6 @@ metric instance, clone and call, so model weights never live in an adapter's sta
 from __future__ import annotations
 
 import threading
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +11,6 @@ import torch
 
 from bpclip_core.checkpoint import resolve_checkpoint
 from bpclip_core.engine import QualityEngine, load_quality_model, pick_device
-from bpclip_core.errors import CheckpointNotFoundError
 
 _CACHE: dict[tuple, QualityEngine] = {}
 _LOCK = threading.Lock()
@@ -25,29 +23,14 @@ def shared_engine(
     mode: str | None = None,
     clip_model: str | None = None,
     device: str | torch.device | None = "auto",
-    fallback_to_zero_shot: bool = True,
     **options: Any,
 ) -> QualityEngine:
-    """A cached :class:`QualityEngine` for a checkpoint (or zero-shot CLIP).
+    """A cached :class:`QualityEngine` for a checkpoint (or zero-shot CLIP, only when asked).
 
-    With no checkpoint anywhere (no argument, no ``BPCLIP_CHECKPOINT``, nothing cached) and
-    ``fallback_to_zero_shot``, NR scoring falls back to zero-shot CLIP with a warning that
-    says so; an explicitly named checkpoint that is missing is always an error.
+    With no checkpoint argument the loading precedence applies (``BPCLIP_CHECKPOINT``, the
+    ``BPCLIP_HOME`` cache, then the bundled default model of the mode).
     """
-    path = None
-    if not zero_shot:
-        try:
-            path = resolve_checkpoint(checkpoint, mode)
-        except CheckpointNotFoundError:
-            if checkpoint is not None or mode == "fr" or not fallback_to_zero_shot:
-                raise
-            warnings.warn(
-                "no BPCLIP checkpoint found (no official trained weights exist yet): scoring with "
-                "zero-shot CLIP instead. Pass checkpoint=... or zero_shot=True to silence this.",
-                UserWarning,
-                stacklevel=3,
-            )
-            zero_shot = True
+    path = None if zero_shot else resolve_checkpoint(checkpoint, mode)
     resolved = pick_device(device)
     stamp = (str(path), path.stat().st_mtime_ns) if path is not None else None
     key = (stamp, zero_shot, clip_model, mode, str(resolved), tuple(sorted(options.items())))

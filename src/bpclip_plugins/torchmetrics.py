@@ -21,7 +21,6 @@ from torchmetrics import Metric
 
 from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import InputError
-from bpclip_core.zero_shot import ZeroShotCLIPIQA
 
 from .engines import shared_engine
 
@@ -82,8 +81,8 @@ def bpclip_score(
     Args:
         preds: (N, 3, H, W) images in [0, data_range].
         target: (N, 3, H, W) reference images for a full-reference checkpoint, else None.
-        checkpoint: a checkpoint path or cache name; None follows the loading precedence and
-            falls back to zero-shot CLIP (with a warning) when no checkpoint exists.
+        checkpoint: a checkpoint path or cache name; None follows the loading precedence, whose
+            last step is the bundled default model of the mode (NR, or FR with ``target``).
         zero_shot: score with zero-shot CLIP (NR only).
         data_range: the maximum value of the input scale (1.0 or 255.0).
         reduction: ``"mean"`` (a scalar) or ``"none"`` (one score per image).
@@ -108,8 +107,8 @@ class BPCLIPScore(Metric):
 
     Args:
         checkpoint: a checkpoint path or cache name; None follows the loading precedence
-            (``BPCLIP_CHECKPOINT``, then ``$BPCLIP_HOME/checkpoints``) and falls back to
-            zero-shot CLIP, with a warning, when no checkpoint exists.
+            (``BPCLIP_CHECKPOINT``, then ``$BPCLIP_HOME/checkpoints``, then the bundled default
+            model of ``mode``, NR unless asked).
         zero_shot: use zero-shot CLIP (NR only); ``model_description`` always says which.
         mode: ``"nr"`` or ``"fr"`` to insist on a checkpoint of that mode.
         data_range: the maximum value of the input scale.
@@ -158,7 +157,6 @@ class BPCLIPScore(Metric):
         self.return_adjectives, self.top_k = return_adjectives, top_k
         self.engine_device, self.precision, self.batch_size = device, precision, batch_size
         engine = self._engine()  # load (and validate) now, not at the first update
-        self.zero_shot = isinstance(engine.model, ZeroShotCLIPIQA)  # a fallback is stated once, here
         self.model_description = engine.description
         self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")

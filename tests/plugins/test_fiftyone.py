@@ -181,6 +181,15 @@ def test_operator_runs_immediately_and_delegated(dataset, tiny_checkpoints):
     assert set(list_quality_runs(dataset)) == {"bpclip_score", "delegated_score"}
 
 
+def test_the_default_form_scores_with_the_bundled_model(dataset):
+    install_plugin()
+    result = foo.execute_operator(URI, ctx={"dataset": dataset, "params": {}})  # nothing chosen in the form
+    assert result.error is None
+    scores = [s for s in dataset.values("bpclip_score") if s is not None]
+    assert len(scores) == 6 and all(0 <= s <= 1 for s in scores)
+    assert "bundled default model" in get_quality_run(dataset, "bpclip_score")["model"]
+
+
 def test_install_command_links_or_copies_the_plugin(tmp_path, capsys):
     from bpclip_core.cli import main
 

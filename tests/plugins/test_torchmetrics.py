@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import pytest
 import torch
@@ -126,13 +127,14 @@ def test_plot(tiny_checkpoints):
     assert ax.get_ylim()[0] <= 0.0 and fig is not None
 
 
-def test_zero_shot_fallback_is_stated(planted_clip_rn50):
-    with pytest.warns(UserWarning, match="scoring with zero-shot CLIP instead"):
+def test_no_argument_scores_with_the_bundled_model_and_zero_shot_only_when_asked(planted_clip_rn50):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning: the bundled model is the documented default
         metric = BPCLIPScore()
-    assert metric.model_description.startswith("zero-shot CLIP")
-    metric.update(_images(1, 1))
+    assert "bpclip-nr" in metric.model_description and "zero-shot" not in metric.model_description
+    metric.update(_images(2, 1))
     assert 0 <= float(metric.compute()) <= 1
+    assert "zero-shot CLIP" in BPCLIPScore(zero_shot=True).model_description
+    assert "bpclip-fr" in BPCLIPScore(mode="fr").model_description
     with pytest.raises(CheckpointNotFoundError):
         BPCLIPScore(checkpoint="missing-name")
-    with pytest.raises(CheckpointNotFoundError):
-        BPCLIPScore(mode="fr")

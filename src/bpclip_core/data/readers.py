@@ -116,8 +116,8 @@ def read_csv_dataset(
 ) -> QualityDataset:
     """The generic CSV layout: a header with ``image,mos`` and optionally ``ref``.
 
-    Paths are relative to ``image_root`` (default: the CSV file's folder). Other columns
-    (e.g. ``distortion,level`` from ``bpclip synthesize``) are ignored. Rows with a ``ref``
+    Paths are relative to ``image_root`` (default: the CSV file's folder). A ``distortion``
+    column (``bpclip synthesize``) is kept on each item; other columns are ignored. Rows with a ``ref``
     form an FR dataset; the content group of a row is its reference (or its image).
     """
     path = Path(csv_path)
@@ -135,6 +135,7 @@ def read_csv_dataset(
                 mos=parse_mos(row["mos"], f"{dataset}: {path.name} line {line}"),
                 reference=root / ref if ref else None,
                 content=ref or row["image"],
+                distortion=(row.get("distortion") or "").strip(),
             )
         )
     return build_dataset(dataset, items, root, higher_is_better, source=path.name)

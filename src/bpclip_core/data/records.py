@@ -30,12 +30,14 @@ class QualityItem:
         reference: the pristine reference image (full-reference datasets), else None.
         content: the group key of content-disjoint splits: the reference's name for FR
             datasets, the image's own name for NR datasets.
+        distortion: the distortion type where the dataset records it (synthetic data), else "".
     """
 
     image: Path
     mos: float
     reference: Path | None = None
     content: str = ""
+    distortion: str = ""
 
 
 @dataclass

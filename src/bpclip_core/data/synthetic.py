@@ -5,13 +5,15 @@ From any folder of pristine images, :func:`synthesize_dataset` writes
 ``synthetic.csv`` in the generic CSV layout (``image,mos,ref,distortion,level``), which
 :func:`~bpclip_core.data.readers.read_csv_dataset` reads back.
 
-There are 25 distortion types in seven families (blur, noise, compression, colour,
-brightness/contrast, spatial, sharpness), each at 5 levels of increasing strength.
+There are 28 distortion types in seven families (blur, noise, compression, colour,
+brightness/contrast, spatial, sharpness), each at 5 levels of increasing strength. Each
+type names the quality dimension it harms and the adjectives that describe it
+(:data:`HARMS`), which training uses to teach explanations.
 
-Pseudo-MOS (documented, not a human rating): ``mos = 5 - 0.8 * level`` for levels 1..5,
-i.e. 4.2, 3.4, 2.6, 1.8, 1.0 — monotone in the level and within [1, 5], higher is
-better. It ranks severity within one distortion type; across types it is only as
-meaningful as the level tables below are balanced.
+Labels: by default the plain pseudo-MOS ``mos = 5 - 0.8 * level`` (4.2 .. 1.0); pass
+``labels`` (e.g. the FR-metric calibrated table of :mod:`bpclip_core.data.pseudo_mos`) for
+labels comparable across types. With ``include_pristine`` each reference is also an item
+of its own (level 0, the best label, its own reference), so NR models see pristine pictures.
 """
 
 from __future__ import annotations
@@ -241,6 +243,27 @@ def block_shuffle(image: Array, level: int, rng: np.random.Generator) -> Array:
 # ---------------------------------------------------------------------------- sharpness
 
 
+def webp_compression(image: Array, level: int, rng: np.random.Generator) -> Array:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    _to_pil(image).save(buffer, format="WEBP", quality=(40, 22, 12, 5, 1)[level - 1], method=4)
+    buffer.seek(0)
+    with Image.open(buffer) as decoded:
+        return _from_pil(decoded)
+
+
+def haze(image: Array, level: int, rng: np.random.Generator) -> Array:
+    """Veiling glare: a blend towards a bright grey airlight (lower contrast, lifted blacks)."""
+    veil = (0.15, 0.3, 0.45, 0.6, 0.75)[level - 1]
+    return (1 - veil) * image + veil * 0.85
+
+
+def overexpose(image: Array, level: int, rng: np.random.Generator) -> Array:
+    """Exposure gain with clipped highlights."""
+    return image * (1.4, 1.8, 2.3, 3.0, 4.0)[level - 1]
+
+
 def oversharpen(image: Array, level: int, rng: np.random.Generator) -> Array:
     from PIL import ImageFilter
 
@@ -274,7 +297,53 @@ DISTORTIONS: dict[str, tuple[str, Distortion]] = {
     "jitter": ("spatial", jitter),
     "block_shuffle": ("spatial", block_shuffle),
     "oversharpen": ("sharpness", oversharpen),
+    "webp": ("compression", webp_compression),
+    "haze": ("brightness_contrast", haze),
+    "overexpose": ("brightness_contrast", overexpose),
 }
+
+# The quality dimension each type harms (see adjectives.DIMENSIONS) and the bad adjectives
+# that describe it; "overall quality" marks types with no dimension of their own.
+HARMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "gaussian_blur": ("sharpness", ("blurry", "out-of-focus")),
+    "box_blur": ("sharpness", ("blurry", "out-of-focus")),
+    "motion_blur": ("sharpness", ("blurry",)),
+    "lens_blur": ("sharpness", ("out-of-focus", "blurry")),
+    "gaussian_noise": ("noisiness", ("noisy", "grainy")),
+    "colour_noise": ("noisiness", ("noisy", "speckled")),
+    "impulse_noise": ("noisiness", ("speckled", "noisy")),
+    "speckle_noise": ("noisiness", ("speckled", "grainy")),
+    "poisson_noise": ("noisiness", ("grainy", "noisy")),
+    "jpeg": ("sharpness", ("blocky",)),
+    "webp": ("sharpness", ("blurry", "blocky")),
+    "colour_quantisation": ("overall quality", ("distorted",)),
+    "bit_depth_reduction": ("overall quality", ("distorted",)),
+    "desaturate": ("colorfulness", ("colorless", "washed-out", "dull")),
+    "oversaturate": ("overall quality", ("distorted",)),
+    "colour_cast": ("colorfulness", ("dull",)),
+    "channel_shift": ("overall quality", ("distorted",)),
+    "brighten": ("brightness", ("overexposed",)),
+    "overexpose": ("brightness", ("overexposed",)),
+    "darken": ("brightness", ("dark", "underexposed")),
+    "contrast_decrease": ("contrast", ("low-contrast", "flat")),
+    "haze": ("contrast", ("hazy", "low-contrast")),
+    "contrast_increase": ("overall quality", ("distorted",)),
+    "pixelate": ("sharpness", ("pixelated",)),
+    "downsample_upsample": ("sharpness", ("blurry", "pixelated")),
+    "jitter": ("overall quality", ("distorted",)),
+    "block_shuffle": ("overall quality", ("distorted",)),
+    "oversharpen": ("overall quality", ("distorted",)),
+}
+
+# The realistic types the bundled models learn (codecs, blurs, noises, exposure, contrast,
+# saturation, colour cast, pixelation, quantisation, ringing).
+REALISTIC: tuple[str, ...] = (
+    "gaussian_blur", "motion_blur", "lens_blur", "gaussian_noise", "colour_noise", "impulse_noise",
+    "speckle_noise", "poisson_noise", "jpeg", "webp", "colour_quantisation", "bit_depth_reduction",
+    "desaturate", "colour_cast", "brighten", "overexpose", "darken", "contrast_decrease", "haze",
+    "pixelate", "downsample_upsample", "oversharpen",
+)  # fmt: skip
+PRISTINE = "pristine"
 
 
 def distort(image: Array, distortion: str, level: int, seed: int = 0) -> Array:
@@ -287,7 +356,7 @@ def distort(image: Array, distortion: str, level: int, seed: int = 0) -> Array:
     return np.clip(DISTORTIONS[distortion][1](image.astype(np.float32), level, rng), 0, 1).astype(np.float32)
 
 
-def _prepare(path: Path, size: int | None) -> Array:
+def prepare_pristine(path: Path, size: int | None) -> Array:
     """A pristine image as float RGB; with ``size``, short side resized to it and centre-cropped square."""
     from PIL import Image, ImageOps
 
@@ -305,6 +374,9 @@ def synthesize_dataset(
     levels: Sequence[int] = tuple(range(1, LEVELS + 1)),
     size: int | None = None,
     seed: int = 0,
+    labels: Callable[[str, int], float] | None = None,
+    types_per_reference: int | None = None,
+    include_pristine: bool = False,
 ) -> Path:
     """Write a KADID-like FR dataset from pristine images; returns the CSV's path.
 
@@ -315,6 +387,9 @@ def synthesize_dataset(
         levels: which of the levels 1..5 to write.
         size: resize (short side) and centre-crop every pristine image to ``size`` x ``size``.
         seed: seeds the random distortions (each image/type/level gets its own stream).
+        labels: (distortion, level) -> MOS; default the plain :func:`pseudo_mos` of the level.
+        types_per_reference: give each reference a seeded random subset of this many types.
+        include_pristine: also list each reference as an item (level 0, ``distortion`` pristine).
     """
     from ..images import find_images
 
@@ -331,18 +406,25 @@ def synthesize_dataset(
     out = Path(out)
     (out / "reference").mkdir(parents=True, exist_ok=True)
     (out / "distorted").mkdir(parents=True, exist_ok=True)
+    label = labels or (lambda distortion, level: pseudo_mos(level))
     rows = []
     for file in files:
-        pristine = _prepare(file, size)
+        pristine = prepare_pristine(file, size)
         reference = f"reference/{file.stem}.png"
         _to_pil(pristine).save(out / reference)
-        for distortion in chosen:
+        if include_pristine:
+            rows.append([reference, f"{5.0:.4f}", reference, PRISTINE, 0])
+        types = chosen
+        if types_per_reference is not None and types_per_reference < len(chosen):
+            rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{file.stem}".encode()).digest()[:8]))
+            types = [chosen[i] for i in sorted(rng.choice(len(chosen), types_per_reference, replace=False))]
+        for distortion in types:
             for level in levels:
                 key = f"{seed}|{file.stem}|{distortion}|{level}".encode()
                 stream = int.from_bytes(hashlib.sha256(key).digest()[:8], "little")
                 image = f"distorted/{file.stem}__{distortion}__{level}.png"
                 _to_pil(distort(pristine, distortion, level, stream)).save(out / image)
-                rows.append([image, f"{pseudo_mos(level):.2f}", reference, distortion, level])
+                rows.append([image, f"{label(distortion, level):.4f}", reference, distortion, level])
     csv_path = out / "synthetic.csv"
     partial = out / ".synthetic.csv.partial"
     with partial.open("w", newline="") as handle:

@@ -36,7 +36,8 @@ class QualityImages(torch.utils.data.Dataset):
     """Items of a :class:`QualityDataset` as tensors for training or evaluation.
 
     Each item is a dict: ``distorted`` (3, P, P), ``reference`` (FR only), ``target`` (MOS
-    normalised to [0, 1] by the dataset's score scale, eq. 10), ``mos`` and ``index``.
+    normalised to [0, 1] by the dataset's score scale, eq. 10), ``mos``, ``index`` and
+    ``distortion`` (the item's distortion type, "" where unknown).
 
     Args:
         dataset: the rated images.
@@ -46,6 +47,8 @@ class QualityImages(torch.utils.data.Dataset):
         hflip, vflip: enable the random flips (training only).
         cache: keep decoded images in memory (8-bit), for small datasets.
         eval_protocol: ``"center-crop"`` or ``"full"``.
+        with_reference: load references (FR models); False gives NR items from an FR dataset
+            (its distorted images alone).
     """
 
     def __init__(
@@ -58,6 +61,7 @@ class QualityImages(torch.utils.data.Dataset):
         vflip: bool = True,
         cache: bool = False,
         eval_protocol: str = "center-crop",
+        with_reference: bool = True,
     ) -> None:
         if eval_protocol not in EVAL_PROTOCOLS:
             raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
@@ -68,6 +72,7 @@ class QualityImages(torch.utils.data.Dataset):
         self.hflip, self.vflip = hflip, vflip
         self.cache: dict[str, torch.Tensor] | None = {} if cache else None
         self.eval_protocol = eval_protocol
+        self.with_reference = with_reference
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -88,7 +93,7 @@ class QualityImages(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         item = self.dataset.items[index]
         images = [self._load(item.image)]
-        if item.reference is not None:
+        if item.reference is not None and self.with_reference:
             reference = self._load(item.reference)
             if reference.shape != images[0].shape:
                 reference = F.interpolate(reference[None], size=images[0].shape[-2:], mode="bilinear")[0]
@@ -113,6 +118,7 @@ class QualityImages(torch.utils.data.Dataset):
             "target": torch.tensor(float(self.dataset.score_scale.normalise(item.mos)), dtype=torch.float32),
             "mos": torch.tensor(item.mos, dtype=torch.float64),
             "index": index,
+            "distortion": item.distortion,
         }
         if len(images) == 2:
             out["reference"] = images[1].contiguous()

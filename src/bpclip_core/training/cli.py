@@ -27,6 +27,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, type]] = {
     "model": ("model", str),
     "mode": ("mode", str),
     "init_checkpoint": ("init_checkpoint", str),
+    "init_backbone": ("init_backbone", str),
     "epochs": ("epochs", int),
     "batch_size": ("batch_size", int),
     "patch_size": ("patch_size", int),
@@ -48,6 +49,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="model preset: paper or tiny")
     parser.add_argument("--mode", choices=("nr", "fr"), help="default: fr when the dataset has references")
     parser.add_argument("--init-checkpoint", help="start from this checkpoint")
+    parser.add_argument("--init-backbone", help="copy the backbone of this checkpoint (either mode) into the model")
     parser.add_argument("--random-init", action="store_true", help="random initialisation (no pretrained weights)")
     parser.add_argument("--download", action="store_true", help="allow downloading missing pretrained weights")
     parser.add_argument("--epochs", type=int)
@@ -121,11 +123,20 @@ def add_training_commands(subparsers: Any) -> dict[str, Handler]:
     synthesize = subparsers.add_parser("synthesize", help="write a KADID-like FR dataset from pristine images")
     synthesize.add_argument("pristine", nargs="?", default="", help="folder of pristine images")
     synthesize.add_argument("--out", type=Path, help="output folder (required unless --list)")
-    synthesize.add_argument("--distortions", help="comma-separated names (default: all); see --list")
+    synthesize.add_argument(
+        "--distortions", help="comma-separated names, or 'realistic' (the default models' 22); default: all; see --list"
+    )
     synthesize.add_argument("--levels", default="1,2,3,4,5", help="comma-separated levels of 1..5")
     synthesize.add_argument("--size", type=int, help="resize and centre-crop pristine images to SIZE x SIZE")
     synthesize.add_argument("--seed", type=int, default=0)
     synthesize.add_argument("--list", action="store_true", help="list the distortion types and exit")
+    synthesize.add_argument(
+        "--labels", choices=("level", "calibrated"), default="level",
+        help="pseudo-MOS: 5 - 0.8 * level, or calibrated across types with FR measures (pseudo_mos.py)",
+    )  # fmt: skip
+    synthesize.add_argument("--pseudo-mos-table", type=Path, help="a calibrated table to reuse (JSON)")
+    synthesize.add_argument("--types-per-reference", type=int, help="a seeded random subset of types per image")
+    synthesize.add_argument("--include-pristine", action="store_true", help="also list each reference (level 0)")
     return {"train": _train, "evaluate": _evaluate, "splits": _splits, "synthesize": _synthesize}
 
 
@@ -221,22 +232,53 @@ def _splits(args: argparse.Namespace) -> int:
     return EXIT_SOME_FAILED if failures else EXIT_OK
 
 
+def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
+    """A pseudo-MOS table: read from --pseudo-mos-table, or calibrated on the pristine images
+    (then saved as pseudo_mos.json beside the dataset)."""
+    from ..data.pseudo_mos import PseudoMOSTable, calibrate
+    from ..data.synthetic import prepare_pristine
+    from ..images import find_images
+
+    if args.pseudo_mos_table is not None:
+        table = PseudoMOSTable.load(args.pseudo_mos_table)
+        missing = sorted(set(distortions) - set(table.mos))
+        if missing:
+            raise ValueError(f"{args.pseudo_mos_table} has no labels for {missing}")
+        return table
+    files = find_images([args.pristine])
+    sample = files[:: max(1, len(files) // 40)]  # 40 images cover the table well
+    table = calibrate((prepare_pristine(f, args.size) for f in sample), distortions, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(f"wrote {table.save(args.out / 'pseudo_mos.json')}")
+    return table
+
+
 def _synthesize(args: argparse.Namespace) -> int:
-    from ..data.synthetic import DISTORTIONS, synthesize_dataset
+    from ..data.synthetic import DISTORTIONS, HARMS, REALISTIC, synthesize_dataset
 
     if args.list:
         for name, (family, _) in DISTORTIONS.items():
-            print(f"{name:22s} {family}")
+            dimension, words = HARMS[name]
+            print(f"{name:22s} {family:20s} harms {dimension}: {', '.join(words)}")
         return EXIT_OK
     if args.out is None:
         raise ValueError("--out is required: the folder to write the dataset to")
     if not Path(args.pristine).exists():
         raise ValueError(f"pristine image folder {args.pristine!r} does not exist")
-    distortions = [d.strip() for d in args.distortions.split(",")] if args.distortions else None
+    if args.distortions == "realistic":
+        distortions = list(REALISTIC)
+    else:
+        distortions = [d.strip() for d in args.distortions.split(",")] if args.distortions else None
     try:
         levels = [int(v) for v in args.levels.split(",")]
     except ValueError:
         raise ValueError(f"--levels must be comma-separated integers, got {args.levels!r}") from None
-    path = synthesize_dataset(args.pristine, args.out, distortions, levels, args.size, args.seed)
+    labels = None
+    if args.pseudo_mos_table is not None or args.labels == "calibrated":
+        labels = _calibrated_labels(args, distortions or list(DISTORTIONS))
+    path = synthesize_dataset(
+        args.pristine, args.out, distortions, levels, args.size, args.seed, labels,
+        args.types_per_reference, args.include_pristine,
+    )  # fmt: skip
     print(f"wrote {path}")
     return EXIT_OK

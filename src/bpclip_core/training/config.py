@@ -39,11 +39,16 @@ class TrainConfig:
         model: model preset (``paper`` or ``tiny``); ``mode`` defaults to the dataset's.
         model_overrides: BPCLIPConfig fields to change from the preset.
         init_checkpoint: start from this checkpoint (e.g. from ``bpclip init-checkpoint``).
+        init_backbone: copy the backbone (weights and frozen BatchNorm statistics) of this
+            checkpoint, of either mode, into the new model (e.g. an NR model starting from a
+            trained FR model's backbone); the rest starts as ``init_checkpoint``/preset says.
         pretrained: without ``init_checkpoint``, use ImageNet backbone and CLIP text weights
             from the local caches (False: random initialisation).
         allow_download: allow downloading missing pretrained weights.
         epochs, batch_size, patch_size (None: the model's image_size), hflip, vflip.
-        lr (None: the paper's 1e-4 FR / 3e-5 NR), weight_decay, t_max, eta_min.
+        lr (None: the paper's 1e-4 FR / 3e-5 NR), weight_decay, t_max (0: the whole run), eta_min.
+        adjective_loss_weight: weight of the auxiliary explanation loss (training/losses.py;
+            0, the paper's recipe, trains through the MOS alone). Needs distortion types.
         seed: seeds the initialisation, the data order and the augmentation.
         num_workers: DataLoader processes; cache_images keeps decoded images in memory.
         eval_protocol: ``center-crop`` or ``full``; eval_batch_size (None: batch_size).
@@ -65,6 +70,7 @@ class TrainConfig:
     mode: str | None = None
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str | None = None
+    init_backbone: str | None = None
     pretrained: bool = True
     allow_download: bool = False
     epochs: int = 200
@@ -76,6 +82,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     t_max: int = 50
     eta_min: float = 0.0
+    adjective_loss_weight: float = 0.0
     seed: int = 0
     num_workers: int = 0
     cache_images: bool = False
@@ -95,8 +102,10 @@ class TrainConfig:
             raise ValueError(f"mode must be 'nr', 'fr' or unset, got {self.mode!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError("lr must be positive")
-        if self.t_max < 1:
-            raise ValueError("t_max must be at least 1")
+        if self.t_max < 0:
+            raise ValueError("t_max must be at least 1, or 0 for the whole run")
+        if self.adjective_loss_weight < 0:
+            raise ValueError("adjective_loss_weight must not be negative")
 
     def learning_rate(self, mode: str) -> float:
         """The configured lr, or the paper's default for ``mode``."""

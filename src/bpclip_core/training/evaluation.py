@@ -117,7 +117,10 @@ def predict(
     num_workers: int = 0,
 ) -> np.ndarray:
     """The model's normalised quality for every item of ``dataset`` (in item order)."""
-    images = QualityImages(dataset, patch_size, train=False, cache=cache, eval_protocol=eval_protocol)
+    with_reference = getattr(model, "mode", dataset.mode) == "fr"
+    images = QualityImages(
+        dataset, patch_size, train=False, cache=cache, eval_protocol=eval_protocol, with_reference=with_reference
+    )
     return predict_images(model, images, batch_size, device, num_workers)
 
 
@@ -157,7 +160,7 @@ def evaluate_checkpoint(
     """
     from ..checkpoint import load_checkpoint
 
-    model = load_checkpoint(checkpoint, mode=dataset.mode, device=device)
+    model = load_checkpoint(checkpoint, mode=None if dataset.mode == "fr" else "nr", device=device)
     part = dataset.subset(list(indices)) if indices is not None else dataset
     metrics, predictions = evaluate_model(
         model, part, patch_size or model.config.image_size, batch_size, eval_protocol, device

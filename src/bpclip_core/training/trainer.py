@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from ..adjectives import Adjective
 from ..config import preset
 from ..errors import BPCLIPError
 from ..model import BPCLIP, ModelCard
@@ -42,6 +42,7 @@ from .distributed import (
     mean_across_ranks,
     setup_distributed,
 )
+from .losses import adjective_loss, adjective_targets, quality_loss
 
 RESUME_FORMAT = "bpclip-resume"
 RESUME_VERSION = 1
@@ -66,33 +67,44 @@ class TrainResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def quality_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """MSE between predicted quality and MOS normalised to [0, 1]."""
-    return F.mse_loss(predicted, target)  # eq. 10
-
-
 def train_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, batch: dict[str, Any], device: torch.device
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, Any],
+    device: torch.device,
+    adjective_weight: float = 0.0,
+    adjectives: tuple[Adjective, ...] = (),
 ) -> tuple[float, int]:
-    """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size)."""
+    """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size).
+
+    ``model`` returns (score, level probabilities) (:class:`TensorOutputs`); with
+    ``adjective_weight`` > 0 the auxiliary explanation loss is added (see losses.py).
+    """
     reference = batch["reference"].to(device) if "reference" in batch else None
-    predicted = model(batch["distorted"].to(device), reference)
-    loss = quality_loss(predicted, batch["target"].to(device))
+    predicted, level_probabilities = model(batch["distorted"].to(device), reference)
+    target = batch["target"].to(device)
+    loss = quality_loss(predicted, target)
+    if adjective_weight > 0:
+        targets, mask = adjective_targets(batch["distortion"], batch["target"], adjectives)
+        loss = loss + adjective_weight * adjective_loss(level_probabilities, targets.to(device), mask.to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
     return float(loss.detach()), len(predicted)
 
 
-class ScoreOnly(nn.Module):
-    """Wraps BPCLIP so DDP sees a plain tensor output."""
+class TensorOutputs(nn.Module):
+    """Wraps BPCLIP so DDP sees plain tensors: (score, level probabilities)."""
 
     def __init__(self, model: BPCLIP) -> None:
         super().__init__()
         self.model = model
 
-    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
-        return self.model(distorted, reference).score
+    def forward(
+        self, distorted: torch.Tensor, reference: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output = self.model(distorted, reference)
+        return output.score, output.level_probabilities
 
 
 def load_training_data(config: TrainConfig):
@@ -123,13 +135,24 @@ def build_model(config: TrainConfig, mode: str) -> BPCLIP:
 
     torch.manual_seed(config.seed)
     if config.init_checkpoint:
-        return load_checkpoint(config.init_checkpoint, mode=mode)  # type: ignore[arg-type]
-    model_config = preset(config.model, mode, **config.model_overrides)  # type: ignore[arg-type]
-    backbone = build_backbone(model_config.backbone, config.pretrained, config.allow_download)
-    card = ModelCard()
-    adjectives, template = card.adjectives, card.prompt_template
-    text = initial_anchors(model_config, adjectives, template, config.pretrained, config.allow_download)
-    return BPCLIP(model_config, text, card, backbone)
+        model = load_checkpoint(config.init_checkpoint, mode=mode)  # type: ignore[arg-type]
+    else:
+        model_config = preset(config.model, mode, **config.model_overrides)  # type: ignore[arg-type]
+        backbone = build_backbone(model_config.backbone, config.pretrained, config.allow_download)
+        card = ModelCard()
+        adjectives, template = card.adjectives, card.prompt_template
+        text = initial_anchors(model_config, adjectives, template, config.pretrained, config.allow_download)
+        model = BPCLIP(model_config, text, card, backbone)
+    if config.init_backbone:
+        donor = load_checkpoint(config.init_backbone)
+        if donor.config.backbone != model.config.backbone:
+            raise TrainingError(
+                f"init_backbone {config.init_backbone} has a {donor.config.backbone} backbone, "
+                f"this model a {model.config.backbone}"
+            )
+        model.backbone.load_state_dict(donor.backbone.state_dict())
+        model.card.provenance = {**model.card.provenance, "backbone_initialised_from": str(config.init_backbone)}
+    return model
 
 
 @torch.no_grad()
@@ -279,9 +302,11 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         lr = config.learning_rate(self.mode)
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.t_max, eta_min=config.eta_min)
+        t_max = config.t_max or config.epochs  # 0: one cosine over the whole run, ending at eta_min
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=config.eta_min)
         train_set = self.dataset.subset(self.split.train, f"{self.dataset.name}-train")
-        if not config.init_checkpoint and not config.pretrained and state is None:
+        fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
+        if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
         history: list[dict[str, Any]] = []
         start_epoch, best_epoch, best_srcc = 0, 0, -float("inf")
@@ -298,20 +323,18 @@ class Trainer:
         elif resume:
             self._log(context, f"no resume checkpoint in {self.out_dir}; starting from the beginning")
 
-        wrapped: nn.Module = ScoreOnly(model)
+        wrapped: nn.Module = TensorOutputs(model)
         if context.enabled:
             from torch.nn.parallel import DistributedDataParallel
 
             wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
 
         val_set = self.dataset.subset(self.split.val, f"{self.dataset.name}-val") if self.split.val else None
-        train_images = QualityImages(
-            train_set, patch, True, config.seed, config.hflip, config.vflip, config.cache_images
-        )
+        with_reference = self.mode == "fr"  # an NR model trained on an FR dataset sees its distorted images
+        options = {"cache": config.cache_images, "with_reference": with_reference}
+        train_images = QualityImages(train_set, patch, True, config.seed, config.hflip, config.vflip, **options)
         val_images = (
-            QualityImages(val_set, patch, False, cache=config.cache_images, eval_protocol=config.eval_protocol)
-            if val_set
-            else None
+            QualityImages(val_set, patch, False, eval_protocol=config.eval_protocol, **options) if val_set else None
         )
         eval_batch = config.eval_batch_size or config.batch_size
         writer = self._tensorboard(context)
@@ -333,7 +356,9 @@ class Trainer:
 
                 batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
             for batch in batches:
-                loss, size = train_step(wrapped, optimizer, batch, device)
+                loss, size = train_step(
+                    wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives
+                )
                 total += loss * size
                 count += size
             scheduler.step()

@@ -162,7 +162,7 @@ def iter_compute_quality(
         raise ValueError(f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}")
 
     engine = shared_engine(
-        checkpoint, zero_shot, mode, device=device, fallback_to_zero_shot=False, batch_size=batch_size,
+        checkpoint, zero_shot, mode, device=device, batch_size=batch_size,
         top_k=top_k, num_workers=num_workers,
     )  # fmt: skip
     parameters = {

@@ -71,14 +71,14 @@ class ComputeQuality(foo.Operator):
             inputs.enum("reference_field", fields.values(), required=True, label="Reference image path field",
                         view=fields)  # fmt: skip
         models = types.RadioGroup()
-        models.add_choice("checkpoint", label="BPCLIP checkpoint")
+        models.add_choice("checkpoint", label="BPCLIP checkpoint (default: the bundled model)")
         models.add_choice("zero_shot", label="Zero-shot CLIP (no trained head)")
         inputs.enum("model", models.values(), default="checkpoint", label="Model", view=models)
         if ctx.params.get("model", "checkpoint") == "checkpoint":
             inputs.str(
                 "checkpoint",
                 label="Checkpoint",
-                description="Path or cache name; empty: BPCLIP_CHECKPOINT, then the cache",
+                description="Path or cache name; empty: BPCLIP_CHECKPOINT, the cache, then the bundled default model",
             )
         inputs.str("score_field", default="bpclip_score", label="Score field")
         inputs.str("adjectives_field", default="bpclip_adjectives", label="Adjectives field")

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Rebuild the bundled default models (src/bpclip_core/models/bpclip-{nr,fr}.safetensors) from
+# nothing: content from the package registries, calibrated pseudo-MOS labels, training from
+# random initialisation, held-out figures, fp16 export with the model card. Every step is
+# cached or resumable in data/default-models/: after a kill, run the same command again.
+#   bash scripts/train_default_models.sh                          # both models, CPU
+#   bash scripts/train_default_models.sh --mode nr --threads 1    # how the shipped NR model was made
+#   bash scripts/train_default_models.sh --device cuda --scale big --work data/big   # a bigger GPU run
+# More options: bash scripts/train_default_models.sh --help (docs/default-models.md explains the recipe).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh --no-demo
+exec .venv/bin/python -m bpclip_core.training.default_models "$@"

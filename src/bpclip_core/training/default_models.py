@@ -1,0 +1,267 @@
+"""Rebuild the bundled default models from nothing: content, labels, training, figures, export.
+
+``python -m bpclip_core.training.default_models`` (what ``scripts/train_default_models.sh``
+runs) does, in a work folder (default ``data/default-models``), each step cached or resumable:
+
+1. the pristine references from the package registries (:mod:`bpclip_core.data.content`),
+   split by picture into training and held-out references;
+2. the pseudo-MOS table, calibrated with FR measures on training references only
+   (:mod:`bpclip_core.data.pseudo_mos`);
+3. a synthetic FR dataset of both parts (each training reference gets a seeded subset of the
+   realistic types, each held-out reference every type; all levels; pristine items too) and
+   a split file: train = the training references' items, test = the held-out ones;
+4. training (``bpclip train``'s trainer, resumable: rerun the same command after a kill):
+   the FR model from random initialisation, then the NR model, whose backbone starts from
+   the trained FR model's (an NR model learns slowly from a random backbone: on a CPU budget
+   it learned exposure and contrast but not blur or noise);
+5. the figures on held-out references (:mod:`bpclip_core.training.synthetic_eval`);
+6. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``.
+
+Deterministic for a seed on one device and thread count. ``--scale big`` (e.g. with
+``--device cuda``) uses more content, steps and resolution.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..data.content import build_content
+from ..data.synthetic import REALISTIC
+
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
+STATEMENT = (
+    "Trained by the bpclip project from random initialisation on SYNTHETIC distortions of freely "
+    "licensed pictures, with pseudo-MOS labels computed from full-reference measures. It never saw "
+    "a human quality rating and it is NOT the BPCLIP paper's weights (none are published)."
+)
+
+
+@dataclass(frozen=True)
+class Scale:
+    """The sizes of one recipe."""
+
+    reference_size: int
+    patch_size: int
+    image_size: int
+    types_per_reference: int
+    epochs: dict[str, int]
+    num_procedural: int
+    max_crops: int
+    batch_size: int
+
+
+SCALES: dict[str, Scale] = {
+    # about an hour per model on one core of a 2-core CPU
+    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16),
+    # a bigger run, one flag away, for a GPU
+    "big": Scale(320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32),
+    # seconds, for tests of this pipeline
+    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8),
+}
+
+
+def _git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _log(message: str) -> None:
+    print(f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) -> tuple[Path, Path, dict]:
+    """Steps 1-3: returns (dataset CSV, split file, provenance of the data)."""
+    from ..data.pseudo_mos import PseudoMOSTable, calibrate
+    from ..data.readers import read_csv_dataset
+    from ..data.splits import official_split, save_splits
+    from ..data.synthetic import synthesize_dataset
+    from ..images import find_images, load_image
+
+    content_dir = work / "content"
+    _log(f"content: building the references in {content_dir}")
+    manifest = build_content(
+        content_dir, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
+        debian=debian,
+    )  # fmt: skip
+    table_path = work / "pseudo_mos.json"
+    if table_path.is_file():
+        table = PseudoMOSTable.load(table_path)
+    else:
+        _log("pseudo-MOS: calibrating on training references")
+        train_refs = find_images([content_dir / "train"])
+        step = max(1, len(train_refs) // 40)  # 40 references cover the table well
+        pictures = (load_image(p).permute(1, 2, 0).numpy() for p in train_refs[::step])
+        table = calibrate(pictures, REALISTIC, seed=seed)
+        table.save(table_path)
+    data_dir = work / "synthetic"
+    csv_path, split_path = data_dir / "default-models.csv", data_dir / "split.json"
+    if not csv_path.is_file():
+        parts = {}
+        for part, per_ref in (("train", scale.types_per_reference), ("heldout", None)):
+            _log(f"synthesize: {part} references")
+            parts[part] = synthesize_dataset(
+                content_dir / part, data_dir / part, REALISTIC, seed=seed, labels=table,
+                types_per_reference=per_ref, include_pristine=True,
+            )  # fmt: skip
+        rows, names = [], {"train": [], "heldout": []}
+        for part, part_csv in parts.items():
+            with part_csv.open(newline="") as handle:
+                for row in csv.DictReader(handle):
+                    row["image"], row["ref"] = f"{part}/{row['image']}", f"{part}/{row['ref']}"
+                    rows.append(row)
+                    names[part].append(Path(row["image"]).name)
+        partial = data_dir / ".default-models.partial.csv"
+        with partial.open("w", newline="") as handle:
+            writer = csv.DictWriter(handle, ["image", "mos", "ref", "distortion", "level"])
+            writer.writeheader()
+            writer.writerows(rows)
+        dataset = read_csv_dataset(partial, name=csv_path.stem)
+        save_splits(official_split(dataset, {"train": names["train"], "test": names["heldout"]}), split_path)
+        partial.replace(csv_path)
+    provenance = {
+        "sources": manifest["sources"],
+        "heldout_pictures": manifest["heldout_pictures"],
+        "train_references": manifest["train_references"],
+        "heldout_references": manifest["heldout_references"],
+        "reference_size": scale.reference_size,
+        "distortions": list(REALISTIC),
+        "pseudo_mos": "1 + 4 / (1 + (D / D50)^1.5), D = (1 - MS-SSIM luma) + CIEDE2000 / 60, "
+        "mean per (type, level) over training references (bpclip_core/data/pseudo_mos.py)",
+        "pseudo_mos_table": table.to_dict(),
+    }
+    return csv_path, split_path, provenance
+
+
+def train_config(
+    mode: str, csv_path: Path, split_path: Path, out: Path, scale: Scale, seed: int, device: str, backbone: Path | None
+):
+    """Step 4's recipe (our departures from the paper: see docs/default-models.md)."""
+    from .config import TrainConfig
+
+    return TrainConfig(
+        dataset="csv", dataset_root=str(csv_path), splits_file=str(split_path), model="compact", mode=mode,
+        model_overrides={"image_size": scale.image_size}, pretrained=False, epochs=scale.epochs[mode],
+        batch_size=scale.batch_size, patch_size=scale.patch_size, lr=1e-3, weight_decay=0.05, t_max=0,
+        adjective_loss_weight=0.1, seed=seed, cache_images=True, eval_protocol="center-crop",
+        eval_batch_size=64, device=device, out_dir=str(out), progress=False,
+        init_backbone=None if backbone is None else str(backbone),
+    )  # fmt: skip
+
+
+def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
+    """Step 6: the checkpoint in fp16 (text anchors included) with ``card`` merged into its provenance."""
+    from safetensors.torch import save_file
+
+    from ..checkpoint import METADATA_KEY, checkpoint_metadata, load_checkpoint
+
+    model = load_checkpoint(best)
+    model.card.provenance = {**model.card.provenance, **card}
+    tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(f".{out.name}.partial")
+    save_file(tensors, str(partial), metadata={METADATA_KEY: json.dumps(checkpoint_metadata(model))})
+    partial.replace(out)
+    return out
+
+
+def run(
+    mode: str, work: Path, scale_name: str, seed: int, device: str, export_dir: Path | None, debian: bool = True
+) -> dict[str, Any]:
+    """All steps for one mode; returns the held-out figures."""
+    from ..checkpoint import load_checkpoint
+    from ..data.readers import read_csv_dataset
+    from ..data.splits import load_splits
+    from .synthetic_eval import evaluate_synthetic, format_markdown
+    from .trainer import BEST_NAME, RESUME_NAME, train
+
+    scale = SCALES[scale_name]
+    torch.manual_seed(seed)
+    csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian)
+    run_dir = work / f"run-{mode}"
+    backbone = None
+    if mode == "nr":
+        backbone = work / "run-fr" / BEST_NAME
+        if not (work / "run-fr" / "report").is_dir():
+            raise SystemExit(f"the NR model starts from the trained FR model's backbone: train FR first ({backbone})")
+    config = train_config(mode, csv_path, split_path, run_dir, scale, seed, device, backbone)
+    finished = (run_dir / "log.csv").is_file() and (run_dir / "report").is_dir()
+    if not finished:
+        _log(f"train {mode.upper()}: {scale.epochs[mode]} epochs in {run_dir} (rerun to resume after a kill)")
+        train(config, resume=(run_dir / RESUME_NAME).is_file())
+    _log(f"evaluate {mode.upper()} on held-out references")
+    dataset = read_csv_dataset(csv_path)
+    test = dataset.subset(load_splits(split_path, dataset).splits[0].test, "heldout")
+    model = load_checkpoint(run_dir / BEST_NAME, device=device)
+    figures = evaluate_synthetic(model, test, device=device)
+    pictures = len(data_provenance["heldout_pictures"])
+    title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
+    (run_dir / "heldout.json").write_text(json.dumps(figures, indent=1))
+    (run_dir / "heldout.md").write_text(format_markdown(figures, title))
+    _log(f"held-out figures: {json.dumps(figures['overall'])}")
+    if export_dir is not None:
+        card = {
+            "name": f"bpclip-{mode}",
+            "bundled": True,
+            "statement": STATEMENT,
+            "training_data": data_provenance,
+            "recipe": {
+                k: v for k, v in config.to_dict().items() if k not in ("dataset_root", "splits_file", "out_dir")
+            },
+            "seed": seed,
+            "scale": scale_name,
+            "commit": _git_commit(),
+            "heldout_figures": figures["overall"],
+            "adjective_accuracy_per_dimension": figures["adjective_accuracy_per_dimension"],
+            "command": f"bash scripts/train_default_models.sh --mode {mode}"
+            + (f" --scale {scale_name}" if scale_name != "cpu" else ""),
+        }
+        path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card)
+        _log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    return figures
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], prog="train_default_models")
+    parser.add_argument("--mode", choices=("nr", "fr", "both"), default="both")
+    parser.add_argument("--work", type=Path, default=Path("data/default-models"), help="work folder (cached steps)")
+    parser.add_argument("--scale", choices=sorted(SCALES), default="cpu", help="cpu (default), big (GPU) or smoke")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    parser.add_argument("--export-dir", type=Path, default=PACKAGE_MODELS, help="where the fp16 checkpoints go")
+    parser.add_argument("--no-export", action="store_true", help="train and measure only")
+    parser.add_argument("--no-debian", action="store_true", help="skip Debian's artwork (no apt-get)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    modes = ("fr", "nr") if args.mode == "both" else (args.mode,)  # NR starts from FR's backbone
+    for mode in modes:
+        run(
+            mode,
+            args.work,
+            args.scale,
+            args.seed,
+            args.device,
+            None if args.no_export else args.export_dir,
+            not args.no_debian,
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Training losses: the paper's MSE on normalised MOS (eq. 10) and our auxiliary explanation loss.
+
+The paper trains through the MOS alone, so nothing ties an adjective to the defect it
+names. Where a dataset records each image's distortion type (synthetic data), the
+auxiliary loss pulls the level-averaged adjective probabilities towards a target that puts
+the weight of the image's damage (1 - normalised quality) on the adjectives describing its
+type (:data:`~bpclip_core.data.synthetic.HARMS`) and the rest on the good adjectives:
+
+    t = q * U(good adjectives) + (1 - q) * (0.75 * U(the type's adjectives) + 0.25 * U(bad overall-quality adjectives))
+    L_adj = KL(t || mean over levels of s_i)
+
+so the harmed dimension's goodness falls with the damage and every other dimension stays good.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..adjectives import Adjective
+from ..data.synthetic import HARMS, PRISTINE
+
+TYPE_SHARE = 0.75
+
+
+def quality_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """MSE between predicted quality and MOS normalised to [0, 1]."""
+    return F.mse_loss(predicted, target)  # eq. 10
+
+
+def adjective_targets(
+    distortions: Sequence[str], quality: torch.Tensor, adjectives: Sequence[Adjective]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target distributions (N, K) over the adjectives and a mask (N,) of the items that have one.
+
+    Items with an unknown distortion type (``""`` or not in ``HARMS``) get mask 0.
+    """
+    words = [a.word for a in adjectives]
+    good = torch.tensor([a.polarity > 0 for a in adjectives], dtype=torch.float32)
+    overall_bad = torch.tensor(
+        [a.polarity < 0 and a.dimension == "overall quality" for a in adjectives], dtype=torch.float32
+    )
+    targets = torch.zeros(len(distortions), len(words))
+    mask = torch.zeros(len(distortions))
+    q = quality.detach().float().cpu().clamp(0, 1)
+    for n, name in enumerate(distortions):
+        if name == PRISTINE:
+            harmed = torch.zeros(len(words))
+        elif name in HARMS:
+            harmed = torch.tensor([w in HARMS[name][1] for w in words], dtype=torch.float32)
+        else:
+            continue
+        damage = 1.0 - float(q[n])
+        target = (1 - damage) * good / good.sum()
+        if harmed.sum() > 0:
+            target = target + damage * (
+                TYPE_SHARE * harmed / harmed.sum() + (1 - TYPE_SHARE) * overall_bad / overall_bad.sum()
+            )
+        else:
+            target = target + damage * overall_bad / overall_bad.sum()
+        targets[n] = target
+        mask[n] = 1.0
+    return targets, mask
+
+
+def adjective_loss(level_probabilities: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """KL(target || level-averaged probabilities), averaged over the masked items."""
+    mean = level_probabilities.float().mean(dim=1).clamp_min(1e-8)
+    per_item = (targets * (targets.clamp_min(1e-12).log() - mean.log())).sum(-1)
+    return (per_item * mask).sum() / mask.sum().clamp_min(1.0)

@@ -1,0 +1,90 @@
+"""The bundled default models judge quality out of the box: rankings on held-out pictures.
+
+astronaut, coffee, chelsea and rocket are always held out of the bundled models' training
+content (bpclip_core/data/content.py), so these are pictures the models never saw. The tests
+assert rankings, not exact numbers: a distorted version scores below its original, a
+stronger level below a milder one, and the dimension a distortion harms is the lowest.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bpclip_core.checkpoint import load_checkpoint
+from bpclip_core.data.synthetic import distort
+from bpclip_core.engine import QualityEngine
+from bpclip_core.explain import explain
+
+EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
+SIZE = 160
+
+
+def _picture(name: str) -> np.ndarray:
+    from skimage import data
+
+    image = Image.fromarray(getattr(data, name)()[..., :3])
+    side = min(image.size)
+    left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
+    image = image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(image, dtype=np.float32) / 255
+
+
+def _tensor(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+
+@pytest.fixture(scope="module")
+def pictures() -> dict[str, np.ndarray]:
+    return {name: _picture(name) for name in EXAMPLES}
+
+
+@pytest.fixture(scope="module", params=["nr", "fr"])
+def bundled(request):
+    return load_checkpoint(mode=request.param)
+
+
+def _output(model, distorted: list[np.ndarray], references: list[np.ndarray]):
+    with torch.inference_mode():
+        return model(_tensor(distorted), _tensor(references) if model.mode == "fr" else None)
+
+
+@pytest.mark.parametrize("distortion", ["gaussian_blur", "jpeg", "gaussian_noise", "darken", "pixelate"])
+def test_distorted_versions_score_below_their_originals(bundled, pictures, distortion):
+    originals = list(pictures.values())
+    mild = [distort(p, distortion, 2, seed=i) for i, p in enumerate(originals)]
+    strong = [distort(p, distortion, 5, seed=i) for i, p in enumerate(originals)]
+    clean = _output(bundled, originals, originals).score
+    scores_mild = _output(bundled, mild, originals).score
+    scores_strong = _output(bundled, strong, originals).score
+    assert (scores_strong < clean).all(), (distortion, clean, scores_strong)
+    assert (scores_strong < scores_mild).float().mean() >= 0.75, (distortion, scores_mild, scores_strong)
+    assert ((clean >= 0) & (clean <= 1)).all()
+
+
+@pytest.mark.parametrize(
+    ("distortion", "dimension"),
+    [("gaussian_blur", "sharpness"), ("gaussian_noise", "noisiness"), ("darken", "brightness"),
+     ("contrast_decrease", "contrast"), ("desaturate", "colorfulness")],
+)  # fmt: skip
+def test_the_harmed_dimension_is_the_lowest(bundled, pictures, distortion, dimension):
+    originals = list(pictures.values())
+    severe = [distort(p, distortion, 4, seed=i) for i, p in enumerate(originals)]
+    explanations = explain(_output(bundled, severe, originals), bundled.card.adjectives)
+    lowest = [min((d for d in e.dimensions if d != "overall quality"), key=lambda d: e.dimensions[d].goodness)
+              for e in explanations]  # fmt: skip
+    assert lowest.count(dimension) >= 3, (distortion, lowest)
+
+
+def test_the_engine_scores_files_with_no_checkpoint_argument(tmp_path, pictures):
+    path = tmp_path / "coffee.png"
+    Image.fromarray((pictures["coffee"] * 255).astype(np.uint8)).save(path)
+    blurred = tmp_path / "coffee_blurred.png"
+    Image.fromarray((distort(pictures["coffee"], "gaussian_blur", 5) * 255).astype(np.uint8)).save(blurred)
+    engine = QualityEngine.from_checkpoint(None)
+    assert "bundled default model" in engine.description
+    results = {Path(r.path).name: r for r in engine.score([path, blurred])}
+    assert results["coffee_blurred.png"].score < results["coffee.png"].score
+    assert any(word in ("blurry", "out-of-focus") for word, _ in results["coffee_blurred.png"].top_adjectives)
