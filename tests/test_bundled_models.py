@@ -6,6 +6,8 @@ assert rankings, not exact numbers: a distorted version scores below its origina
 stronger level below a milder one, and the dimension a distortion harms is the lowest.
 """
 
+import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,16 @@ def test_the_engine_scores_files_with_no_checkpoint_argument(tmp_path, pictures)
     results = {Path(r.path).name: r for r in engine.score([path, blurred])}
     assert results["coffee_blurred.png"].score < results["coffee.png"].score
     assert any(word in ("blurry", "out-of-focus") for word, _ in results["coffee_blurred.png"].top_adjectives)
+
+
+def test_the_command_scores_with_no_checkpoint_argument(tmp_path, pictures, capsys):
+    from bpclip_core.cli import main
+
+    noisy = distort(pictures["rocket"], "gaussian_noise", 5)
+    for name, image in (("rocket.png", pictures["rocket"]), ("rocket_noisy.png", noisy)):
+        Image.fromarray((image * 255).astype(np.uint8)).save(tmp_path / name)
+    assert main(["score", str(tmp_path), "--no-progress", "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "bpclip-nr: bundled default model" in captured.err and "UNTRAINED" not in captured.err
+    rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(captured.out))}
+    assert float(rows["rocket_noisy.png"]["score"]) < float(rows["rocket.png"]["score"])

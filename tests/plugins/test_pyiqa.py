@@ -31,6 +31,17 @@ def test_metrics_are_listed_with_their_metadata(tiny_checkpoints):
     assert fr.metric_mode == "FR"
 
 
+def test_no_argument_scores_with_the_bundled_models():
+    clean = _images(2, 3)
+    noisy = (clean + 0.15 * torch.randn_like(clean)).clamp(0, 1)
+    nr = pyiqa.create_metric("bpclip", device="cpu")
+    fr = pyiqa.create_metric("bpclip_fr", device="cpu")
+    for metric, args in ((nr, (clean,)), (fr, (clean, clean))):
+        scores = metric(*args)
+        assert scores.shape == (2,) and ((scores >= 0) & (scores <= 1)).all()
+    assert (fr(noisy, clean) < fr(clean, clean)).all()
+
+
 def test_scores_match_the_core_engine(tiny_checkpoints, tmp_path):
     nr_path, fr_path = tiny_checkpoints["nr"], tiny_checkpoints["fr"]
     engine_nr = QualityEngine(load_quality_model(nr_path), attention="eager")

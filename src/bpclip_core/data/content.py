@@ -296,7 +296,7 @@ def _candidate_crops(image: Array, size: int, count: int, rng: np.random.Generat
     top, left = (height - short) // 2, (width - short) // 2
     yield _resize(image[top : top + short, left : left + short], size, size)
     for _ in range(count - 1):
-        window = int(round(np.exp(rng.uniform(np.log(size), np.log(short))))) if short > size else size
+        window = int(np.rint(np.exp(rng.uniform(np.log(size), np.log(short))))) if short > size else size
         top, left = int(rng.integers(0, height - window + 1)), int(rng.integers(0, width - window + 1))
         yield _resize(image[top : top + window, left : left + window], size, size)
 

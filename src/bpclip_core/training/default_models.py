@@ -186,7 +186,7 @@ def run(
     from ..checkpoint import load_checkpoint
     from ..data.readers import read_csv_dataset
     from ..data.splits import load_splits
-    from .synthetic_eval import evaluate_synthetic, format_markdown
+    from .synthetic_eval import evaluate_synthetic, format_markdown, plot_levels
     from .trainer import BEST_NAME, RESUME_NAME, train
 
     scale = SCALES[scale_name]
@@ -212,6 +212,7 @@ def run(
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
     (run_dir / "heldout.json").write_text(json.dumps(figures, indent=1))
     (run_dir / "heldout.md").write_text(format_markdown(figures, title))
+    plot_levels(figures, title, run_dir / "heldout-levels.png")
     _log(f"held-out figures: {json.dumps(figures['overall'])}")
     if export_dir is not None:
         card = {

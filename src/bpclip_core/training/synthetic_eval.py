@@ -117,8 +117,13 @@ def evaluate_synthetic(
         by_type[row["distortion"]].append(row)
     per_type = {}
     hits: dict[str, list[bool]] = defaultdict(list)
+    pristine_mean = float(np.mean(list(pristine.values()))) if pristine else float("nan")
     for name, type_rows in sorted(by_type.items()):
         per_type[name] = _figures(type_rows, pristine)
+        levels = sorted({row["level"] for row in type_rows})
+        per_type[name]["mean_score_by_level"] = [pristine_mean] + [
+            float(np.mean([row["score"] for row in type_rows if row["level"] == level])) for level in levels
+        ]
         harmed = HARMS.get(name, ("", ()))[0]
         if harmed in named:
             type_hits = [row["lowest"] == harmed for row in type_rows if row["level"] >= SEVERE_LEVEL]
@@ -131,6 +136,32 @@ def evaluate_synthetic(
         float(np.mean(list(per_dimension.values()))) if per_dimension else float("nan")
     )
     return {"overall": overall, "per_type": per_type, "adjective_accuracy_per_dimension": per_dimension}
+
+
+def plot_levels(figures: dict[str, Any], title: str, path) -> None:
+    """Mean score against level (0 = pristine), one panel per harmed dimension, one line per type."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups: dict[str, list[str]] = defaultdict(list)
+    for name in figures["per_type"]:
+        groups[HARMS.get(name, ("other", ()))[0]].append(name)
+    fig, axes = plt.subplots(1, len(groups), figsize=(3.2 * len(groups), 3.2), sharey=True, squeeze=False)
+    for ax, (dimension, names) in zip(axes[0], sorted(groups.items())):
+        for name in names:
+            means = figures["per_type"][name]["mean_score_by_level"]
+            ax.plot(range(len(means)), means, marker="o", markersize=3, label=name)
+        ax.set_title(dimension)
+        ax.set_xlabel("level (0 = pristine)")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=6)
+    axes[0][0].set_ylabel("mean score")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def format_markdown(figures: dict[str, Any], title: str) -> str:
