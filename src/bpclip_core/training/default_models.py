@@ -175,6 +175,7 @@ def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
     save_file(tensors, str(partial), metadata={METADATA_KEY: json.dumps(checkpoint_metadata(model))})
+    partial.chmod(0o644)  # package data: readable by everyone
     partial.replace(out)
     return out
 
@@ -203,16 +204,20 @@ def run(
     if not finished:
         _log(f"train {mode.upper()}: {scale.epochs[mode]} epochs in {run_dir} (rerun to resume after a kill)")
         train(config, resume=(run_dir / RESUME_NAME).is_file())
-    _log(f"evaluate {mode.upper()} on held-out references")
-    dataset = read_csv_dataset(csv_path)
-    test = dataset.subset(load_splits(split_path, dataset).splits[0].test, "heldout")
-    model = load_checkpoint(run_dir / BEST_NAME, device=device)
-    figures = evaluate_synthetic(model, test, device=device)
     pictures = len(data_provenance["heldout_pictures"])
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
-    (run_dir / "heldout.json").write_text(json.dumps(figures, indent=1))
-    (run_dir / "heldout.md").write_text(format_markdown(figures, title))
-    plot_levels(figures, title, run_dir / "heldout-levels.png")
+    figures_path = run_dir / "heldout.json"
+    if figures_path.is_file() and figures_path.stat().st_mtime > (run_dir / BEST_NAME).stat().st_mtime:
+        figures = json.loads(figures_path.read_text())  # measured after this run finished
+    else:
+        _log(f"evaluate {mode.upper()} on held-out references")
+        dataset = read_csv_dataset(csv_path)
+        test = dataset.subset(load_splits(split_path, dataset).splits[0].test, "heldout")
+        model = load_checkpoint(run_dir / BEST_NAME, device=device)
+        figures = evaluate_synthetic(model, test, device=device)
+        figures_path.write_text(json.dumps(figures, indent=1))
+        (run_dir / "heldout.md").write_text(format_markdown(figures, title))
+        plot_levels(figures, title, run_dir / "heldout-levels.png")
     _log(f"held-out figures: {json.dumps(figures['overall'])}")
     if export_dir is not None:
         card = {
