@@ -58,15 +58,16 @@ class Scale:
     num_procedural: int
     max_crops: int
     batch_size: int
+    second_cycle: dict[str, int]  # epochs of a warm restart (a second cosine from half the peak lr)
 
 
 SCALES: dict[str, Scale] = {
     # about an hour per model on one core of a 2-core CPU
-    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16),
+    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 5, "fr": 0}),
     # a bigger run, one flag away, for a GPU
-    "big": Scale(320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32),
+    "big": Scale(320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}),
     # seconds, for tests of this pipeline
-    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8),
+    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8, {"nr": 1, "fr": 0}),
 }
 
 
@@ -180,6 +181,16 @@ def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
     return out
 
 
+def _train_once(config, run_dir: Path, message: str) -> None:
+    """Train unless the run folder holds a finished run; resume an interrupted one."""
+    from .trainer import RESUME_NAME, train
+
+    if (run_dir / "log.csv").is_file() and (run_dir / "report").is_dir():
+        return
+    _log(f"{message} in {run_dir} (rerun to resume after a kill)")
+    train(config, resume=(run_dir / RESUME_NAME).is_file())
+
+
 def run(
     mode: str, work: Path, scale_name: str, seed: int, device: str, export_dir: Path | None, debian: bool = True
 ) -> dict[str, Any]:
@@ -188,7 +199,7 @@ def run(
     from ..data.readers import read_csv_dataset
     from ..data.splits import load_splits
     from .synthetic_eval import evaluate_synthetic, format_markdown, plot_levels
-    from .trainer import BEST_NAME, RESUME_NAME, train
+    from .trainer import BEST_NAME
 
     scale = SCALES[scale_name]
     torch.manual_seed(seed)
@@ -200,10 +211,15 @@ def run(
         if not (work / "run-fr" / "report").is_dir():
             raise SystemExit(f"the NR model starts from the trained FR model's backbone: train FR first ({backbone})")
     config = train_config(mode, csv_path, split_path, run_dir, scale, seed, device, backbone)
-    finished = (run_dir / "log.csv").is_file() and (run_dir / "report").is_dir()
-    if not finished:
-        _log(f"train {mode.upper()}: {scale.epochs[mode]} epochs in {run_dir} (rerun to resume after a kill)")
-        train(config, resume=(run_dir / RESUME_NAME).is_file())
+    _train_once(config, run_dir, f"train {mode.upper()}: {scale.epochs[mode]} epochs")
+    if scale.second_cycle[mode]:  # a warm restart: the NR model was still improving when the first cosine ended
+        first = run_dir / BEST_NAME
+        run_dir = work / f"run-{mode}-cycle2"
+        config = config.replace(
+            init_checkpoint=str(first), init_backbone=None, epochs=scale.second_cycle[mode], lr=config.lr / 2,
+            out_dir=str(run_dir),
+        )  # fmt: skip
+        _train_once(config, run_dir, f"train {mode.upper()}, second cycle: {config.epochs} epochs from {first}")
     pictures = len(data_provenance["heldout_pictures"])
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
     figures_path = run_dir / "heldout.json"
