@@ -50,6 +50,10 @@ fi
 # The main job: score examples/images/ with the bundled default NR model (no checkpoint
 # argument; trained by this project on synthetic distortions, see docs/default-models.md).
 "$VENV/bin/bpclip" score examples/images --top-k 3 --no-progress
+# ... and the bundled FR model: each degraded version against its original
+for pair in astronaut_blurred:astronaut coffee_jpeg_q5:coffee; do
+    "$VENV/bin/bpclip" score "examples/images/${pair%%:*}.jpg" --ref "examples/images/${pair##*:}.jpg" --top-k 2 --no-progress
+done
 if "$VENV/bin/python" -c "from bpclip_core.weights import clip_weights_path as p; p('RN50/openai')" 2>/dev/null; then
     "$VENV/bin/bpclip" score examples/images --zero-shot --top-k 3
 else

@@ -7,7 +7,7 @@ stronger level below a milder one, and the dimension a distortion harms is the l
 
 What the NR model does not do is not asserted, and is stated in docs/default-models.md: its
 *score* does not fall with blur, JPEG, WebP or pixelation (held-out monotonicity 0.2-0.4 for
-the blurs, below 0 for the codecs), although its explanations name sharpness for them.
+the blurs, at or below 0 for the codecs and pixelation), although its explanations name sharpness for them.
 """
 
 import csv
@@ -47,7 +47,7 @@ def pictures() -> dict[str, np.ndarray]:
     return {name: _picture(name) for name in EXAMPLES}
 
 
-# what each bundled model ranks (held-out monotonicity >= 0.9 for these types, RESULTS.md)
+# what each bundled model ranks (held-out AUC of at least 0.89 for these types, benchmarks/RESULTS.md)
 RANKED = {
     "fr": ("gaussian_blur", "jpeg", "gaussian_noise", "darken", "pixelate"),
     "nr": ("gaussian_noise", "speckle_noise", "darken", "haze"),

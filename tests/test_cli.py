@@ -81,7 +81,7 @@ def test_full_reference_pairs_by_file_name(checkpoints, image_dir, tmp_path, cap
 
 def test_usage_errors_exit_2(checkpoints, image_dir, capsys, tmp_path):
     assert _score(capsys, image_dir, "--checkpoint", checkpoints / "fr.safetensors")[0] == 2
-    code, _, err = _score(capsys, image_dir)
+    code, _, err = _score(capsys, image_dir, "--checkpoint", "no-such-name")
     assert code == 2 and "No official trained BPCLIP weights exist" in err
     code, _, err = _score(capsys, image_dir, "--checkpoint", checkpoints / "fr.safetensors", "--ref", image_dir)
     assert code == 0
@@ -107,5 +107,5 @@ def test_info(checkpoints, capsys):
     assert main(["info", "--checkpoint", str(checkpoints / "fr.safetensors")]) == 0
     out = capsys.readouterr().out
     assert "mode FR" in out and "TORCH_HOME" in out and "HF_HOME" in out
-    assert main(["info"]) == 0
-    assert "none found" in capsys.readouterr().out
+    assert main(["info"]) == 0  # no checkpoint named: the bundled default model
+    assert "bpclip_core/models/bpclip-nr.safetensors" in capsys.readouterr().out
