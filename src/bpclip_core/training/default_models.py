@@ -62,7 +62,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # about an hour per model on one core of a 2-core CPU
+    # the shipped models: FR about 55 min on one core, NR about 55 min on two (2-core CPU)
     "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 5, "fr": 0}),
     # a bigger run, one flag away, for a GPU
     "big": Scale(320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}),
