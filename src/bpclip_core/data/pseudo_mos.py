@@ -28,11 +28,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .synthetic import PRISTINE_MOS
+
 Array = np.ndarray
 COLOUR_SCALE = 60.0
 SCALE_WEIGHTS = (0.6, 0.25, 0.15)
 EXPONENT = 1.5
-PRISTINE_MOS = 5.0
+CALIBRATION_REFERENCES = 40  # references that cover the table well
 
 
 def _luma(image: Array) -> Array:
@@ -120,6 +122,14 @@ class PseudoMOSTable:
         return cls(
             {k: [float(v) for v in vs] for k, vs in data["mos"].items()}, data["median_measure"], data["references"]
         )
+
+
+def calibrate_files(files: list[Path], distortions: Iterable[str], size: int | None = None, seed: int = 0):
+    """:func:`calibrate` on an evenly spaced sample of :data:`CALIBRATION_REFERENCES` image files."""
+    from .synthetic import prepare_pristine
+
+    sample = files[:: max(1, len(files) // CALIBRATION_REFERENCES)]
+    return calibrate((prepare_pristine(f, size) for f in sample), distortions, seed=seed)
 
 
 def calibrate(

@@ -344,6 +344,7 @@ REALISTIC: tuple[str, ...] = (
     "pixelate", "downsample_upsample", "oversharpen",
 )  # fmt: skip
 PRISTINE = "pristine"
+PRISTINE_MOS = 5.0  # the label of an undistorted reference, the top of every label scale
 
 
 def distort(image: Array, distortion: str, level: int, seed: int = 0) -> Array:
@@ -413,7 +414,7 @@ def synthesize_dataset(
         reference = f"reference/{file.stem}.png"
         _to_pil(pristine).save(out / reference)
         if include_pristine:
-            rows.append([reference, f"{5.0:.4f}", reference, PRISTINE, 0])
+            rows.append([reference, f"{PRISTINE_MOS:.4f}", reference, PRISTINE, 0])
         types = chosen
         if types_per_reference is not None and types_per_reference < len(chosen):
             rng = np.random.default_rng(int.from_bytes(hashlib.sha256(f"{seed}|{file.stem}".encode()).digest()[:8]))

@@ -235,8 +235,7 @@ def _splits(args: argparse.Namespace) -> int:
 def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
     """A pseudo-MOS table: read from --pseudo-mos-table, or calibrated on the pristine images
     (then saved as pseudo_mos.json beside the dataset)."""
-    from ..data.pseudo_mos import PseudoMOSTable, calibrate
-    from ..data.synthetic import prepare_pristine
+    from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
     from ..images import find_images
 
     if args.pseudo_mos_table is not None:
@@ -245,9 +244,7 @@ def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
         if missing:
             raise ValueError(f"{args.pseudo_mos_table} has no labels for {missing}")
         return table
-    files = find_images([args.pristine])
-    sample = files[:: max(1, len(files) // 40)]  # 40 images cover the table well
-    table = calibrate((prepare_pristine(f, args.size) for f in sample), distortions, seed=args.seed)
+    table = calibrate_files(find_images([args.pristine]), distortions, args.size, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"wrote {table.save(args.out / 'pseudo_mos.json')}")
     return table

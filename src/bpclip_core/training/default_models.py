@@ -87,11 +87,11 @@ def _log(message: str) -> None:
 
 def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) -> tuple[Path, Path, dict]:
     """Steps 1-3: returns (dataset CSV, split file, provenance of the data)."""
-    from ..data.pseudo_mos import PseudoMOSTable, calibrate
+    from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
     from ..data.readers import read_csv_dataset
     from ..data.splits import official_split, save_splits
     from ..data.synthetic import synthesize_dataset
-    from ..images import find_images, load_image
+    from ..images import find_images
 
     content_dir = work / "content"
     _log(f"content: building the references in {content_dir}")
@@ -104,10 +104,7 @@ def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) ->
         table = PseudoMOSTable.load(table_path)
     else:
         _log("pseudo-MOS: calibrating on training references")
-        train_refs = find_images([content_dir / "train"])
-        step = max(1, len(train_refs) // 40)  # 40 references cover the table well
-        pictures = (load_image(p).permute(1, 2, 0).numpy() for p in train_refs[::step])
-        table = calibrate(pictures, REALISTIC, seed=seed)
+        table = calibrate_files(find_images([content_dir / "train"]), REALISTIC, seed=seed)
         table.save(table_path)
     data_dir = work / "synthetic"
     csv_path, split_path = data_dir / "default-models.csv", data_dir / "split.json"

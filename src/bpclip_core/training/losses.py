@@ -14,6 +14,7 @@ so the harmed dimension's goodness falls with the damage and every other dimensi
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -30,6 +31,22 @@ def quality_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(predicted, target)  # eq. 10
 
 
+@functools.lru_cache(maxsize=8)
+def _target_parts(adjectives: tuple[Adjective, ...]) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Per adjective table, computed once: U(good), U(bad overall-quality) and U(each type's adjectives)."""
+    words = [a.word for a in adjectives]
+    good = torch.tensor([a.polarity > 0 for a in adjectives], dtype=torch.float32)
+    overall_bad = torch.tensor(
+        [a.polarity < 0 and a.dimension == "overall quality" for a in adjectives], dtype=torch.float32
+    )
+    overall_bad = overall_bad / overall_bad.sum()
+    damaged = {PRISTINE: overall_bad}  # a pristine item's (nil) damage goes to overall quality
+    for name, (_, type_words) in HARMS.items():
+        harmed = torch.tensor([w in type_words for w in words], dtype=torch.float32)
+        damaged[name] = TYPE_SHARE * harmed / harmed.sum() + (1 - TYPE_SHARE) * overall_bad
+    return good / good.sum(), overall_bad, damaged
+
+
 def adjective_targets(
     distortions: Sequence[str], quality: torch.Tensor, adjectives: Sequence[Adjective]
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -37,32 +54,12 @@ def adjective_targets(
 
     Items with an unknown distortion type (``""`` or not in ``HARMS``) get mask 0.
     """
-    words = [a.word for a in adjectives]
-    good = torch.tensor([a.polarity > 0 for a in adjectives], dtype=torch.float32)
-    overall_bad = torch.tensor(
-        [a.polarity < 0 and a.dimension == "overall quality" for a in adjectives], dtype=torch.float32
-    )
-    targets = torch.zeros(len(distortions), len(words))
-    mask = torch.zeros(len(distortions))
-    q = quality.detach().float().cpu().clamp(0, 1)
-    for n, name in enumerate(distortions):
-        if name == PRISTINE:
-            harmed = torch.zeros(len(words))
-        elif name in HARMS:
-            harmed = torch.tensor([w in HARMS[name][1] for w in words], dtype=torch.float32)
-        else:
-            continue
-        damage = 1.0 - float(q[n])
-        target = (1 - damage) * good / good.sum()
-        if harmed.sum() > 0:
-            target = target + damage * (
-                TYPE_SHARE * harmed / harmed.sum() + (1 - TYPE_SHARE) * overall_bad / overall_bad.sum()
-            )
-        else:
-            target = target + damage * overall_bad / overall_bad.sum()
-        targets[n] = target
-        mask[n] = 1.0
-    return targets, mask
+    good, _, damaged = _target_parts(tuple(adjectives))
+    known = [name in damaged for name in distortions]
+    mask = torch.tensor(known, dtype=torch.float32)
+    damage = (1.0 - quality.detach().float().cpu().clamp(0, 1))[:, None] * mask[:, None]
+    bad = torch.stack([damaged[name] if ok else torch.zeros_like(good) for name, ok in zip(distortions, known)])
+    return ((1 - damage) * good + damage * bad) * mask[:, None], mask
 
 
 def adjective_loss(level_probabilities: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
