@@ -7,6 +7,8 @@ Images smaller than the patch are first enlarged (short side) to the patch size.
 
 Randomness comes from a generator seeded by (seed, epoch, item index): the augmentation
 of an item does not depend on worker count, process rank or whether a run was resumed.
+With ``shared_crops`` the seed uses the item's group (its reference picture) instead, so
+every version of one picture gets the same crop and flips in an epoch (for ranking losses).
 """
 
 from __future__ import annotations
@@ -32,12 +34,23 @@ def _ensure_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image[None], size=new, mode="bilinear", align_corners=False)[0].clamp_(0, 1)
 
 
+def reference_groups(dataset: QualityDataset) -> list[int]:
+    """Per item, the index of its picture (its ``content`` key, as content-disjoint splits use).
+
+    Items sharing a reference share a group, a pristine item included; an NR item is its own
+    picture. Groups are numbered in order of first appearance.
+    """
+    numbers: dict[str, int] = {}
+    return [numbers.setdefault(item.content or str(item.image), len(numbers)) for item in dataset.items]
+
+
 class QualityImages(torch.utils.data.Dataset):
     """Items of a :class:`QualityDataset` as tensors for training or evaluation.
 
     Each item is a dict: ``distorted`` (3, P, P), ``reference`` (FR only), ``target`` (MOS
-    normalised to [0, 1] by the dataset's score scale, eq. 10), ``mos``, ``index`` and
-    ``distortion`` (the item's distortion type, "" where unknown).
+    normalised to [0, 1] by the dataset's score scale, eq. 10), ``mos``, ``index``,
+    ``distortion`` (the item's distortion type, "" where unknown) and ``group`` (the index of
+    the item's reference picture, :func:`reference_groups`).
 
     Args:
         dataset: the rated images.
@@ -49,6 +62,7 @@ class QualityImages(torch.utils.data.Dataset):
         eval_protocol: ``"center-crop"`` or ``"full"``.
         with_reference: load references (FR models); False gives NR items from an FR dataset
             (its distorted images alone).
+        shared_crops: seed the training crop and flips by the item's group, not the item.
     """
 
     def __init__(
@@ -62,6 +76,7 @@ class QualityImages(torch.utils.data.Dataset):
         cache: bool = False,
         eval_protocol: str = "center-crop",
         with_reference: bool = True,
+        shared_crops: bool = False,
     ) -> None:
         if eval_protocol not in EVAL_PROTOCOLS:
             raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
@@ -73,6 +88,8 @@ class QualityImages(torch.utils.data.Dataset):
         self.cache: dict[str, torch.Tensor] | None = {} if cache else None
         self.eval_protocol = eval_protocol
         self.with_reference = with_reference
+        self.shared_crops = shared_crops
+        self.groups = reference_groups(dataset)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -102,7 +119,8 @@ class QualityImages(torch.utils.data.Dataset):
         height, width = images[0].shape[-2:]
         size = self.patch_size
         if self.train:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            key = self.groups[index] if self.shared_crops else index
+            rng = np.random.default_rng([self.seed, self.epoch, key])
             top, left = int(rng.integers(0, height - size + 1)), int(rng.integers(0, width - size + 1))
             flip_h, flip_v = rng.random() < 0.5, rng.random() < 0.5
             images = [im[:, top : top + size, left : left + size] for im in images]
@@ -119,6 +137,7 @@ class QualityImages(torch.utils.data.Dataset):
             "mos": torch.tensor(item.mos, dtype=torch.float64),
             "index": index,
             "distortion": item.distortion,
+            "group": self.groups[index],
         }
         if len(images) == 2:
             out["reference"] = images[1].contiguous()

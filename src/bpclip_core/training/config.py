@@ -49,6 +49,11 @@ class TrainConfig:
         lr (None: the paper's 1e-4 FR / 3e-5 NR), weight_decay, t_max (0: the whole run), eta_min.
         adjective_loss_weight: weight of the auxiliary explanation loss (training/losses.py;
             0, the paper's recipe, trains through the MOS alone). Needs distortion types.
+        group_size: items of one reference picture placed together in a batch (1: plain
+            shuffling); above 1 the items of a group also share their crop and flips, and
+            ``batch_size`` must be a multiple of it.
+        ranking_loss_weight: weight of the within-reference ranking loss (training/losses.py;
+            beyond the paper): needs ``group_size`` > 1.
         seed: seeds the initialisation, the data order and the augmentation.
         num_workers: DataLoader processes; cache_images keeps decoded images in memory.
         eval_protocol: ``center-crop`` or ``full``; eval_batch_size (None: batch_size).
@@ -83,6 +88,8 @@ class TrainConfig:
     t_max: int = 50
     eta_min: float = 0.0
     adjective_loss_weight: float = 0.0
+    group_size: int = 1
+    ranking_loss_weight: float = 0.0
     seed: int = 0
     num_workers: int = 0
     cache_images: bool = False
@@ -104,8 +111,12 @@ class TrainConfig:
             raise ValueError("lr must be positive")
         if self.t_max < 0:
             raise ValueError("t_max must be at least 1, or 0 for the whole run")
-        if self.adjective_loss_weight < 0:
-            raise ValueError("adjective_loss_weight must not be negative")
+        if self.adjective_loss_weight < 0 or self.ranking_loss_weight < 0:
+            raise ValueError("adjective_loss_weight and ranking_loss_weight must not be negative")
+        if self.group_size < 1 or self.batch_size % self.group_size:
+            raise ValueError(f"group_size must be at least 1 and divide batch_size ({self.batch_size})")
+        if self.ranking_loss_weight > 0 and self.group_size < 2:
+            raise ValueError("ranking_loss_weight needs group_size >= 2 (pairs of the same reference in a batch)")
 
     def learning_rate(self, mode: str) -> float:
         """The configured lr, or the paper's default for ``mode``."""

@@ -46,6 +46,10 @@ STATEMENT = (
 )
 
 
+RANKING_GROUP = 4  # versions of one picture per run in a batch (the ranking cycle)
+RANKING_LR = 5e-4
+
+
 @dataclass(frozen=True)
 class Scale:
     """The sizes of one recipe."""
@@ -59,15 +63,18 @@ class Scale:
     max_crops: int
     batch_size: int
     second_cycle: dict[str, int]  # epochs of a warm restart (a second cosine from half the peak lr)
+    ranking_cycle: dict[str, int]  # epochs of a last cycle with the within-picture ranking loss
 
 
 SCALES: dict[str, Scale] = {
     # the shipped models: FR about 55 min on one core, NR about 55 min on two (2-core CPU)
-    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 5, "fr": 0}),
+    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 5, "fr": 0}, {"nr": 12, "fr": 0}),
     # a bigger run, one flag away, for a GPU
-    "big": Scale(320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}),
+    "big": Scale(
+        320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}, {"nr": 20, "fr": 0}
+    ),
     # seconds, for tests of this pipeline
-    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8, {"nr": 1, "fr": 0}),
+    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8, {"nr": 1, "fr": 0}, {"nr": 1, "fr": 0}),
 }
 
 
@@ -217,6 +224,14 @@ def run(
             out_dir=str(run_dir),
         )  # fmt: skip
         _train_once(config, run_dir, f"train {mode.upper()}, second cycle: {config.epochs} epochs from {first}")
+    if scale.ranking_cycle[mode]:  # the MSE alone let the NR model judge blur and codecs by content
+        previous = run_dir / BEST_NAME
+        run_dir = work / f"run-{mode}-rank"
+        config = config.replace(
+            init_checkpoint=str(previous), init_backbone=None, epochs=scale.ranking_cycle[mode], lr=RANKING_LR,
+            group_size=RANKING_GROUP, ranking_loss_weight=1.0, out_dir=str(run_dir),
+        )  # fmt: skip
+        _train_once(config, run_dir, f"train {mode.upper()}, ranking cycle: {config.epochs} epochs from {previous}")
     pictures = len(data_provenance["heldout_pictures"])
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
     figures_path = run_dir / "heldout.json"

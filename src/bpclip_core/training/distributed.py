@@ -85,3 +85,28 @@ def mean_across_ranks(value: float, context: DistributedContext) -> float:
     tensor = torch.tensor([value], dtype=torch.float64, device=context.device)
     dist.all_reduce(tensor)
     return float(tensor.item()) / context.world_size
+
+
+def grouped_epoch_order(
+    groups: list[int], group_size: int, seed: int, epoch: int, context: DistributedContext
+) -> list[int]:
+    """This rank's share of epoch ``epoch``'s order in runs of ``group_size`` items of one picture.
+
+    Each picture's items are shuffled and cut into runs (the last run topped up with the
+    picture's first items), the runs are shuffled, and ranks get whole runs, so a batch whose
+    size is a multiple of ``group_size`` holds whole groups. Every item appears each epoch.
+    """
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    members: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        members.setdefault(group, []).append(index)
+    runs: list[list[int]] = []
+    for group in sorted(members):
+        items = [members[group][i] for i in torch.randperm(len(members[group]), generator=generator).tolist()]
+        items += (items * group_size)[: -len(items) % group_size]
+        runs += [items[start : start + group_size] for start in range(0, len(items), group_size)]
+    runs = [runs[i] for i in torch.randperm(len(runs), generator=generator).tolist()]
+    if context.world_size > 1:
+        runs += runs[: -len(runs) % context.world_size]
+        runs = runs[context.rank :: context.world_size]
+    return [index for run in runs for index in run]

@@ -1,4 +1,4 @@
-"""Training losses: the paper's MSE on normalised MOS (eq. 10) and our auxiliary explanation loss.
+"""Training losses: the paper's MSE on normalised MOS (eq. 10), our explanation and ranking losses.
 
 The paper trains through the MOS alone, so nothing ties an adjective to the defect it
 names. Where a dataset records each image's distortion type (synthetic data), the
@@ -10,6 +10,12 @@ type (:data:`~bpclip_core.data.synthetic.HARMS`) and the rest on the good adject
     L_adj = KL(t || mean over levels of s_i)
 
 so the harmed dimension's goodness falls with the damage and every other dimension stays good.
+
+The ranking loss (also beyond the paper) compares versions of one picture in a batch
+(``group_size`` > 1): for each pair with target t_i > t_j, the predicted gap s_i - s_j
+should be at least the target gap, L_rank = mean relu((t_i - t_j) - (s_i - s_j)). The MSE
+alone lets an NR model explain scores by content (a smooth picture "is" blurry); within one
+picture only the distortion differs.
 """
 
 from __future__ import annotations
@@ -67,3 +73,15 @@ def adjective_loss(level_probabilities: torch.Tensor, targets: torch.Tensor, mas
     mean = level_probabilities.float().mean(dim=1).clamp_min(1e-8)
     per_item = (targets * (targets.clamp_min(1e-12).log() - mean.log())).sum(-1)
     return (per_item * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def ranking_loss(
+    predicted: torch.Tensor, target: torch.Tensor, groups: torch.Tensor, min_gap: float = 0.01
+) -> torch.Tensor:
+    """Mean over pairs of one group with t_i > t_j + ``min_gap`` of relu((t_i - t_j) - (s_i - s_j)); 0 without pairs."""
+    target_gap = target[:, None] - target[None, :]
+    pairs = (groups[:, None] == groups[None, :]) & (target_gap > min_gap)
+    if not bool(pairs.any()):
+        return predicted.sum() * 0.0
+    predicted_gap = predicted[:, None] - predicted[None, :]
+    return F.relu(target_gap - predicted_gap)[pairs].mean()

@@ -39,10 +39,11 @@ from .distributed import (
     barrier,
     cleanup_distributed,
     epoch_order,
+    grouped_epoch_order,
     mean_across_ranks,
     setup_distributed,
 )
-from .losses import adjective_loss, adjective_targets, quality_loss
+from .losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
 
 RESUME_FORMAT = "bpclip-resume"
 RESUME_VERSION = 1
@@ -74,11 +75,13 @@ def train_step(
     device: torch.device,
     adjective_weight: float = 0.0,
     adjectives: tuple[Adjective, ...] = (),
+    ranking_weight: float = 0.0,
 ) -> tuple[float, int]:
     """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size).
 
     ``model`` returns (score, level probabilities) (:class:`TensorOutputs`); with
-    ``adjective_weight`` > 0 the auxiliary explanation loss is added (see losses.py).
+    ``adjective_weight`` > 0 the auxiliary explanation loss is added, with ``ranking_weight``
+    > 0 the within-picture ranking loss (see losses.py).
     """
     reference = batch["reference"].to(device) if "reference" in batch else None
     predicted, level_probabilities = model(batch["distorted"].to(device), reference)
@@ -87,6 +90,8 @@ def train_step(
     if adjective_weight > 0:
         targets, mask = adjective_targets(batch["distortion"], batch["target"], adjectives)
         loss = loss + adjective_weight * adjective_loss(level_probabilities, targets.to(device), mask.to(device))
+    if ranking_weight > 0:
+        loss = loss + ranking_weight * ranking_loss(predicted, target, torch.as_tensor(batch["group"]).to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -332,7 +337,16 @@ class Trainer:
         val_set = self.dataset.subset(self.split.val, f"{self.dataset.name}-val") if self.split.val else None
         with_reference = self.mode == "fr"  # an NR model trained on an FR dataset sees its distorted images
         options = {"cache": config.cache_images, "with_reference": with_reference}
-        train_images = QualityImages(train_set, patch, True, config.seed, config.hflip, config.vflip, **options)
+        train_images = QualityImages(
+            train_set,
+            patch,
+            True,
+            config.seed,
+            config.hflip,
+            config.vflip,
+            shared_crops=config.group_size > 1,
+            **options,
+        )
         val_images = (
             QualityImages(val_set, patch, False, eval_protocol=config.eval_protocol, **options) if val_set else None
         )
@@ -342,7 +356,10 @@ class Trainer:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             train_images.set_epoch(epoch)
-            order = epoch_order(len(train_set), config.seed, epoch, context)
+            if config.group_size > 1:
+                order = grouped_epoch_order(train_images.groups, config.group_size, config.seed, epoch, context)
+            else:
+                order = epoch_order(len(train_set), config.seed, epoch, context)
             if config.max_steps_per_epoch is not None:
                 order = order[: config.max_steps_per_epoch * config.batch_size]
             loader = torch.utils.data.DataLoader(
@@ -357,8 +374,9 @@ class Trainer:
                 batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
             for batch in batches:
                 loss, size = train_step(
-                    wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives
-                )
+                    wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives,
+                    config.ranking_loss_weight,
+                )  # fmt: skip
                 total += loss * size
                 count += size
             scheduler.step()
@@ -414,8 +432,10 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _check_resume_config(self, state: dict[str, Any], path: Path) -> None:
-        stored = json.loads(state["config"])
+        defaults = TrainConfig().result_defining()
         current = self.config.result_defining()
+        # a field added after the checkpoint was written counts as its default
+        stored = {k: defaults[k] for k in current if k in defaults} | json.loads(state["config"])
         different = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         if different:
             details = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {current.get(k)!r}" for k in different)
