@@ -143,9 +143,12 @@ class GatedLocalPoolingNR(nn.Module):
         return self._composed[1], self._composed[2]
 
     def _compose(self, reduce: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
-        reduce_matrix = reduce.weight.flatten(1)
-        weight = reduce_matrix @ self.feature_transform.weight.flatten(1)
-        return weight[:, :, None, None], reduce_matrix @ self.feature_transform.bias
+        # in the weights' own dtype, never autocast's: the cached product must serve a later
+        # run at any precision (autocast casts it per call where one is active)
+        with torch.autocast(reduce.weight.device.type, enabled=False):
+            reduce_matrix = reduce.weight.flatten(1)
+            weight = reduce_matrix @ self.feature_transform.weight.flatten(1)
+            return weight[:, :, None, None], reduce_matrix @ self.feature_transform.bias
 
 
 class GatedLocalPoolingFR(nn.Module):

@@ -50,10 +50,15 @@ def adjective_probabilities(
         image_embeddings: (..., E) vectors in CLIP's space.
         text_embeddings: (K, E) adjective embeddings.
     Returns:
-        (..., K) probabilities that sum to one over the K adjectives.
+        (..., K) probabilities that sum to one over the K adjectives, in float32 (or float64)
+        whatever the autocast state: low-precision cosines and softmax cost up to 3e-3 in
+        probability.
     """
-    cosine = F.normalize(image_embeddings, dim=-1) @ F.normalize(text_embeddings, dim=-1).T  # eq. 8
-    return torch.softmax(cosine / temperature, dim=-1)
+    dtype = torch.promote_types(torch.promote_types(image_embeddings.dtype, text_embeddings.dtype), torch.float32)
+    with torch.autocast(image_embeddings.device.type, enabled=False):  # fp32 even under bf16/fp16 autocast
+        image, text = image_embeddings.to(dtype), text_embeddings.to(dtype)
+        cosine = F.normalize(image, dim=-1) @ F.normalize(text, dim=-1).T  # eq. 8
+        return torch.softmax(cosine / temperature, dim=-1)
 
 
 class QualityRegressor(nn.Module):
@@ -68,4 +73,7 @@ class QualityRegressor(nn.Module):
         self.mlp = mlp(num_levels * num_adjectives, hidden_dim, 1)
 
     def forward(self, level_probabilities: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.mlp(level_probabilities.flatten(1)).squeeze(1))  # eq. 9, bounded
+        """(N, L, K) probabilities -> (N,) scores, computed in the weights' dtype even under autocast."""
+        with torch.autocast(level_probabilities.device.type, enabled=False):
+            inputs = level_probabilities.flatten(1).to(self.mlp[0].weight.dtype)
+            return torch.sigmoid(self.mlp(inputs).squeeze(1))  # eq. 9, bounded
