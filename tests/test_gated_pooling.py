@@ -100,7 +100,9 @@ def test_tokens_are_the_reduced_pooled_grid():
     pooled = torch.randn(2, 12, 2, 3)
     tokens = tokenizer(pooled)
     assert tokens.shape == (2, 6, 10)
-    assert torch.allclose(tokens[:, 4], tokenizer.reduce(pooled)[:, :, 1, 1], atol=1e-6)
+    assert torch.allclose(tokens[:, 4], F.gelu(tokenizer.reduce(pooled)[:, :, 1, 1]), atol=1e-6)  # Fig. 3
+    linear = LevelTokenizer(12, token_dim=10, figures=False)
+    assert torch.allclose(linear(pooled)[:, 4], linear.reduce(pooled)[:, :, 1, 1], atol=1e-6)
 
 
 def test_positional_encoding_is_resized_to_the_grid():

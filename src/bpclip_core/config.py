@@ -9,12 +9,18 @@ shape of the bundled default models (trained from scratch on a CPU).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Mode = Literal["nr", "fr"]
 MODES: tuple[str, ...] = ("nr", "fr")
 ATTENTION_DIRECTIONS: tuple[str, ...] = ("bottom-up", "top-down")
+# "figures": the activations Fig. 2 and Fig. 3 draw; "gelu-mlp": bpclip's first choices (ReLU
+# gate, GELU MLPs without a trailing activation, linear reduction), kept for the checkpoints
+# made with them (a checkpoint whose config has no ``activations`` field is one of those)
+ACTIVATIONS: tuple[str, ...] = ("figures", "gelu-mlp")
+PRE_ACTIVATIONS_FIELD = "gelu-mlp"
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,11 @@ class BPCLIPConfig:
             only (Table V, "info only").
         clip_text: compare with CLIP text embeddings of the adjectives (frozen); False learns
             the 40 anchors from random initialisation instead (Table V, "no CLIP text").
+        activations: ``"figures"``: the gate phi_i is Conv-GELU-Conv-GELU-Conv (then the
+            sigmoid), the reduction AvgPool-Conv-GELU (Fig. 3), the eq. 6 MLPs
+            Linear-ReLU-Linear-ReLU (Fig. 2; the weight MLP ends in its sigmoid instead of
+            the second ReLU); ``"gelu-mlp"``: ReLU gate, GELU MLPs with no trailing
+            activation, linear reduction (the bundled default models use it).
     """
 
     mode: Mode = "nr"
@@ -62,6 +73,7 @@ class BPCLIPConfig:
     attention_direction: str = "bottom-up"
     weight_branch: bool = True
     clip_text: bool = True
+    activations: str = "figures"
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -70,6 +82,8 @@ class BPCLIPConfig:
             raise ValueError(
                 f"attention_direction must be one of {ATTENTION_DIRECTIONS}, got {self.attention_direction!r}"
             )
+        if self.activations not in ACTIVATIONS:
+            raise ValueError(f"activations must be one of {ACTIVATIONS}, got {self.activations!r}")
         if self.token_dim % self.num_heads:
             raise ValueError(f"token_dim ({self.token_dim}) must be divisible by num_heads ({self.num_heads})")
         if self.similarity_temperature <= 0:
@@ -91,7 +105,7 @@ class BPCLIPConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown BPCLIP config fields: {sorted(unknown)}")
-        return cls(**data)
+        return cls(**{"activations": PRE_ACTIVATIONS_FIELD, **data})  # written before the field existed
 
 
 TINY_CLIP_MODEL = "bpclip-tiny-clip"
@@ -125,6 +139,7 @@ PRESETS: dict[str, BPCLIPConfig] = {
         similarity_temperature=0.1,
         image_size=160,
         clip_text=False,
+        activations="gelu-mlp",  # the bundled models were trained before the figures' activations
     ),
 }
 
@@ -149,6 +164,8 @@ class ScoreScale:
     higher_is_better: bool = True
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.mos_min) and math.isfinite(self.mos_max)):
+            raise ValueError(f"mos_min and mos_max must be finite, got {self.mos_min} and {self.mos_max}")
         if not self.mos_max > self.mos_min:
             raise ValueError(f"mos_max ({self.mos_max}) must exceed mos_min ({self.mos_min})")
 

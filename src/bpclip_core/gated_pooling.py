@@ -84,17 +84,25 @@ def window_matrix(size: int, cells: int, like: torch.Tensor) -> torch.Tensor:
     return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
-class GateBottleneck(nn.Module):
-    """phi_i: a bottleneck conv block giving a one-channel mask logit."""
+def _activation(figures: bool) -> nn.Module:
+    return nn.GELU() if figures else nn.ReLU(inplace=True)
 
-    def __init__(self, in_channels: int, reduction: int) -> None:
+
+class GateBottleneck(nn.Module):
+    """phi_i: a bottleneck conv block giving a one-channel mask logit.
+
+    Conv-GELU-Conv-GELU-Conv as Fig. 3 draws it (``figures=True``), or with ReLU (the
+    ``gelu-mlp`` activations of the first bundled models).
+    """
+
+    def __init__(self, in_channels: int, reduction: int, figures: bool = True) -> None:
         super().__init__()
         hidden = max(in_channels // reduction, 8)
         self.block = nn.Sequential(
             nn.Conv2d(in_channels, hidden, 1),
-            nn.ReLU(inplace=True),
+            _activation(figures),
             nn.Conv2d(hidden, hidden, 3, padding=1),
-            nn.ReLU(inplace=True),
+            _activation(figures),
             nn.Conv2d(hidden, 1, 1),
         )
 
@@ -105,9 +113,9 @@ class GateBottleneck(nn.Module):
 class GatedLocalPoolingNR(nn.Module):
     """No-reference GLP: F_mask = sigmoid(phi(F)) * (W_f F), window-pooled to ``grid``."""
 
-    def __init__(self, channels: int, reduction: int) -> None:
+    def __init__(self, channels: int, reduction: int, figures: bool = True) -> None:
         super().__init__()
-        self.gate = GateBottleneck(channels, reduction)
+        self.gate = GateBottleneck(channels, reduction, figures)
         self.feature_transform = nn.Conv2d(channels, channels, 1)  # W_f
         self.out_channels = channels
         self._composed: tuple[tuple, torch.Tensor, torch.Tensor] | None = None  # inference cache
@@ -154,9 +162,9 @@ class GatedLocalPoolingNR(nn.Module):
 class GatedLocalPoolingFR(nn.Module):
     """Full-reference GLP: sigmoid(phi(|F^d - F^r|)) * (F^d ⊕ F^r ⊕ |F^d - F^r|), window-pooled."""
 
-    def __init__(self, channels: int, reduction: int) -> None:
+    def __init__(self, channels: int, reduction: int, figures: bool = True) -> None:
         super().__init__()
-        self.gate = GateBottleneck(channels, reduction)
+        self.gate = GateBottleneck(channels, reduction, figures)
         self.out_channels = 3 * channels
 
     def gated(self, distorted: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
@@ -184,14 +192,22 @@ class GatedLocalPoolingFR(nn.Module):
 
 
 class LevelTokenizer(nn.Module):
-    """The linear reduction of a pooled level to D channels, as a token sequence G_i."""
+    """The reduction of a pooled level to D channels, as a token sequence G_i.
 
-    def __init__(self, in_channels: int, token_dim: int) -> None:
+    Conv-GELU as Fig. 3 draws it (``figures=True``), else the 1x1 conv alone.
+    """
+
+    def __init__(self, in_channels: int, token_dim: int, figures: bool = True) -> None:
         super().__init__()
         self.reduce = nn.Conv2d(in_channels, token_dim, 1)
+        self.activation = nn.GELU() if figures else nn.Identity()
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return as_tokens(self.reduce(pooled))
+        return self.tokens(self.reduce(pooled))
+
+    def tokens(self, reduced: torch.Tensor) -> torch.Tensor:
+        """The tokens of an already reduced map (N, D, h, w) (the NR pooling folds ``reduce`` in)."""
+        return as_tokens(self.activation(reduced))
 
 
 def as_tokens(grid_map: torch.Tensor) -> torch.Tensor:

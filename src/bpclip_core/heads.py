@@ -13,13 +13,25 @@ def mlp(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.GELU(), nn.Linear(hidden_dim, out_dim))
 
 
-class BranchFusion(nn.Module):
-    """G'''_i = MLP(G'_i) * MLP(G''_i); the weight MLP ends in a sigmoid, so weights lie in (0, 1)."""
+def branch_mlp(dim: int, hidden_dim: int, figures: bool = True) -> nn.Sequential:
+    """An eq. 6 branch MLP: Linear-ReLU-Linear-ReLU as Fig. 2 draws it, else :func:`mlp`."""
+    if not figures:
+        return mlp(dim, hidden_dim, dim)
+    return nn.Sequential(nn.Linear(dim, hidden_dim), nn.ReLU(), nn.Linear(hidden_dim, dim), nn.ReLU())
 
-    def __init__(self, dim: int, hidden_dim: int, use_weight: bool = True) -> None:
+
+class BranchFusion(nn.Module):
+    """G'''_i = MLP(G'_i) * MLP(G''_i); the weight MLP ends in a sigmoid, so weights lie in (0, 1).
+
+    With ``figures`` the information MLP is Fig. 2's Linear-ReLU-Linear-ReLU; in the weight
+    MLP the sigmoid takes the trailing ReLU's place (our reading: a ReLU before the sigmoid
+    would confine the weights to [0.5, 1)).
+    """
+
+    def __init__(self, dim: int, hidden_dim: int, use_weight: bool = True, figures: bool = True) -> None:
         super().__init__()
-        self.information = mlp(dim, hidden_dim, dim)
-        self.weight = nn.Sequential(mlp(dim, hidden_dim, dim), nn.Sigmoid()) if use_weight else None
+        self.information = branch_mlp(dim, hidden_dim, figures)
+        self.weight = nn.Sequential(branch_mlp(dim, hidden_dim, figures)[:3], nn.Sigmoid()) if use_weight else None
 
     def forward(self, information: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
         if self.weight is None:  # Table V "info only": no weight branch

@@ -24,7 +24,6 @@ from .gated_pooling import (
     GatedLocalPoolingNR,
     LearnedPositionalEncoding,
     LevelTokenizer,
-    as_tokens,
 )
 from .heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
 from .inputs import check_images, check_pair
@@ -99,8 +98,11 @@ class BPCLIP(nn.Module):
             )
         self.backbone = backbone or build_backbone(config.backbone)
         gate = GatedLocalPoolingFR if config.mode == "fr" else GatedLocalPoolingNR
-        self.gated_pooling = nn.ModuleList(gate(c, config.gate_reduction) for c in self.backbone.channels)
-        self.tokenizers = nn.ModuleList(LevelTokenizer(g.out_channels, config.token_dim) for g in self.gated_pooling)
+        figures = config.activations == "figures"
+        self.gated_pooling = nn.ModuleList(gate(c, config.gate_reduction, figures) for c in self.backbone.channels)
+        self.tokenizers = nn.ModuleList(
+            LevelTokenizer(g.out_channels, config.token_dim, figures) for g in self.gated_pooling
+        )
         self.positional_encoding = LearnedPositionalEncoding(config.token_dim, config.position_grid)
         self.information_branch = MultiscaleCrossAttention(
             config.token_dim, config.num_heads, NUM_LEVELS, top_down=config.attention_direction == "top-down"
@@ -110,7 +112,7 @@ class BPCLIP(nn.Module):
         )
         attended_levels = NUM_LEVELS - 1
         self.fusion = nn.ModuleList(
-            BranchFusion(config.token_dim, config.fusion_hidden_dim, config.weight_branch)
+            BranchFusion(config.token_dim, config.fusion_hidden_dim, config.weight_branch, figures)
             for _ in range(attended_levels)
         )
         self.clip_mapping = nn.ModuleList(
@@ -140,7 +142,7 @@ class BPCLIP(nn.Module):
         position = self.positional_encoding(grid)
         if reference is None:  # NR: W_f and the reduction to D run as one map (see gated_pooling.py)
             return [
-                as_tokens(glp(f, grid, tok.reduce)) + position
+                tok.tokens(glp(f, grid, tok.reduce)) + position
                 for glp, tok, f in zip(self.gated_pooling, self.tokenizers, levels)
             ]
         # the same backbone (shared weights) on both; two passes beat one of twice the batch
