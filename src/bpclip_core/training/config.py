@@ -18,6 +18,11 @@ from typing import Any
 
 PAPER_LR = {"fr": 1e-4, "nr": 3e-5}
 
+SCHEDULES: tuple[str, ...] = ("restarts", "cosine-epoch")
+
+# Fields added after runs were written, with the value that reproduces those runs.
+FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {"group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch"}
+
 # Fields that may change between a run and its resumption without changing its result.
 RESUME_NEUTRAL_FIELDS = frozenset(
     {"epochs", "out_dir", "progress", "tensorboard", "num_workers", "device", "resume_every", "eval_batch_size"}
@@ -47,6 +52,12 @@ class TrainConfig:
         allow_download: allow downloading missing pretrained weights.
         epochs, batch_size, patch_size (None: the model's image_size), hflip, vflip.
         lr (None: the paper's 1e-4 FR / 3e-5 NR), weight_decay, t_max (0: the whole run), eta_min.
+        schedule: how ``t_max`` (the paper's "T_max = 50" over 200 epochs) is read.
+            ``restarts`` (default): cosine cycles of ``t_max`` epochs, stepped every
+            iteration, each ending at ``eta_min`` (200 epochs = 4 cycles; the last epoch, the
+            kept NR model, trains at the minimum). ``cosine-epoch``: torch's
+            CosineAnnealingLR stepped per epoch (it climbs back after ``t_max`` epochs: lr 0
+            at epochs 51 and 151, the peak again at 199-200), as the bundled models were made.
         adjective_loss_weight: weight of the auxiliary explanation loss (training/losses.py;
             0, the paper's recipe, trains through the MOS alone). Needs distortion types.
         group_size: items of one reference picture placed together in a batch (1: plain
@@ -87,6 +98,7 @@ class TrainConfig:
     weight_decay: float = 1e-5
     t_max: int = 50
     eta_min: float = 0.0
+    schedule: str = "restarts"
     adjective_loss_weight: float = 0.0
     group_size: int = 1
     ranking_loss_weight: float = 0.0
@@ -109,6 +121,8 @@ class TrainConfig:
             raise ValueError(f"mode must be 'nr', 'fr' or unset, got {self.mode!r}")
         if self.lr is not None and self.lr <= 0:
             raise ValueError("lr must be positive")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
         if self.t_max < 0:
             raise ValueError("t_max must be at least 1, or 0 for the whole run")
         if self.adjective_loss_weight < 0 or self.ranking_loss_weight < 0:

@@ -162,6 +162,7 @@ def train_config(
         dataset="csv", dataset_root=str(csv_path), splits_file=str(split_path), model="compact", mode=mode,
         model_overrides={"image_size": scale.image_size}, pretrained=False, epochs=scale.epochs[mode],
         batch_size=scale.batch_size, patch_size=scale.patch_size, lr=1e-3, weight_decay=0.05, t_max=0,
+        schedule="cosine-epoch",
         adjective_loss_weight=0.1, seed=seed, cache_images=True, eval_protocol="center-crop",
         eval_batch_size=64, device=device, out_dir=str(out), progress=False,
         init_backbone=None if backbone is None else str(backbone),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import sys
@@ -33,7 +34,7 @@ from ..adjectives import Adjective
 from ..config import preset
 from ..errors import BPCLIPError
 from ..model import BPCLIP, ModelCard
-from .config import TrainConfig
+from .config import FIELDS_BEFORE_THEY_EXISTED, TrainConfig
 from .distributed import (
     DistributedContext,
     barrier,
@@ -66,6 +67,27 @@ class TrainResult:
     history: list[dict[str, Any]]
     test_metrics: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class CosineRestarts:
+    """The lr factor of iteration ``step``: cosine cycles of ``cycle_steps`` iterations, each from
+    the peak (1) at its first step to ``floor`` at its last (our reading of the paper's T_max)."""
+
+    def __init__(self, cycle_steps: int, floor: float) -> None:
+        self.cycle_steps, self.floor = cycle_steps, floor
+
+    def __call__(self, step: int) -> float:
+        position = (step % self.cycle_steps) / max(self.cycle_steps - 1, 1)  # 0 at a cycle's start, 1 at its end
+        return self.floor + (1 - self.floor) * 0.5 * (1 + math.cos(math.pi * position))
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps_per_epoch: int):
+    """The lr schedule of ``config.schedule`` (``t_max: 0``: one cycle over the whole run)."""
+    t_max = config.t_max or config.epochs
+    if config.schedule == "cosine-epoch":  # stepped once per epoch
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=config.eta_min)
+    floor = config.eta_min / optimizer.param_groups[0]["lr"]
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineRestarts(t_max * steps_per_epoch, floor))
 
 
 def train_step(
@@ -307,9 +329,8 @@ class Trainer:
         trainable = [p for p in model.parameters() if p.requires_grad]
         lr = config.learning_rate(self.mode)
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
-        t_max = config.t_max or config.epochs  # 0: one cosine over the whole run, ending at eta_min
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=t_max, eta_min=config.eta_min)
         train_set = self.dataset.subset(self.split.train, f"{self.dataset.name}-train")
+        scheduler = build_scheduler(optimizer, config, self._steps_per_epoch(train_set, context))
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
         if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
@@ -379,7 +400,10 @@ class Trainer:
                 )  # fmt: skip
                 total += loss * size
                 count += size
-            scheduler.step()
+                if config.schedule == "restarts":
+                    scheduler.step()
+            if config.schedule == "cosine-epoch":
+                scheduler.step()
             train_loss = mean_across_ranks(total / max(count, 1), context)
 
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": current_lr}
@@ -415,6 +439,18 @@ class Trainer:
         barrier(context)
         return result
 
+    def _steps_per_epoch(self, train_set, context: DistributedContext) -> int:
+        """Optimiser steps in one epoch (the same every epoch)."""
+        config = self.config
+        if config.group_size > 1:
+            from ..data.transforms import reference_groups
+
+            items = len(grouped_epoch_order(reference_groups(train_set), config.group_size, config.seed, 0, context))
+        else:
+            items = len(epoch_order(len(train_set), config.seed, 0, context))
+        steps = -(-items // config.batch_size)
+        return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch is not None else steps
+
     def _calibration_batches(self, train_set, patch: int, device, count: int = 64):
         from ..data.transforms import QualityImages
 
@@ -432,10 +468,9 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _check_resume_config(self, state: dict[str, Any], path: Path) -> None:
-        defaults = TrainConfig().result_defining()
         current = self.config.result_defining()
-        # a field added after the checkpoint was written counts as its default
-        stored = {k: defaults[k] for k in current if k in defaults} | json.loads(state["config"])
+        # a field added after the checkpoint was written has the value that reproduces that run
+        stored = {k: v for k, v in FIELDS_BEFORE_THEY_EXISTED.items() if k in current} | json.loads(state["config"])
         different = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
         if different:
             details = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {current.get(k)!r}" for k in different)
