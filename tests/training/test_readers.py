@@ -7,6 +7,7 @@ from scipy.io import savemat
 
 from bpclip_core.data import DatasetError, koniq_official_split, read_dataset
 from bpclip_core.data.readers import read_pyiqa_meta_info
+from bpclip_core.data.splits import official_split
 
 
 def _png(path, value=100, size=(40, 36)):
@@ -145,6 +146,27 @@ def test_koniq10k_with_official_split(tmp_path):
     assert len(dataset) == 5 and dataset.score_scale.mos_max == 3.0
     sets = koniq_official_split(tmp_path)
     assert sets == {"train": ["0.jpg", "1.jpg", "2.jpg"], "val": ["3.jpg"], "test": ["4.jpg"]}
+    split = official_split(dataset, sets).splits[0]  # the cached PNG copies keep their official parts
+    assert (split.train, split.val, split.test) == ([0, 1, 2], [3], [4])
+
+
+def test_koniq10k_is_read_at_512x384_as_in_table_1(tmp_path):
+    names = ["a.jpg", "b.jpg"]
+    for name in names:
+        _png(tmp_path / "1024x768" / name, size=(1024, 768))
+    (tmp_path / "koniq10k_scores_and_distributions.csv").write_text(
+        "image_name,MOS\n" + "\n".join(f"{n},{2 + i}" for i, n in enumerate(names))
+    )
+    dataset = read_dataset("koniq10k", tmp_path)  # the 1024x768 release: resized once, cached
+    assert [Image.open(item.image).size for item in dataset.items] == [(512, 384)] * 2
+    assert all(item.image.parent == tmp_path / ".bpclip-cache" / "short384" for item in dataset.items)
+    cached = dataset.items[0].image.stat().st_mtime_ns
+    assert read_dataset("koniq10k", tmp_path).items[0].image.stat().st_mtime_ns == cached  # made once
+    for name in names:  # the 512x384 release is read as it is
+        _png(tmp_path / "512x384" / name, size=(512, 384))
+    assert [item.image for item in read_dataset("koniq10k", tmp_path).items] == [
+        tmp_path / "512x384" / name for name in names
+    ]
 
 
 def test_spaq_csv_export_is_resized_to_short_side_448_and_cached(tmp_path):

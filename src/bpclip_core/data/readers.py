@@ -319,17 +319,36 @@ def read_clive(root: str | Path) -> QualityDataset:
     return build_dataset("CLIVE", items, root, source="AllMOS_release.mat")
 
 
-def read_koniq10k(root: str | Path) -> QualityDataset:
-    """KonIQ-10k: ``koniq10k_scores_and_distributions.csv`` (``image_name, MOS``) and
-    ``1024x768/``. The official split is read by :func:`koniq_official_split`."""
+KONIQ_SHORT_SIDE = 384  # Table I: KonIQ-10k at 512x384
+
+
+def read_koniq10k(root: str | Path, cache_dir: str | Path | None = None) -> QualityDataset:
+    """KonIQ-10k: ``koniq10k_scores_and_distributions.csv`` (``image_name, MOS``) and the
+    512x384 release (``512x384/``, the resolution of Table I).
+
+    Without ``512x384/``, the 1024x768 release (``1024x768/``) is resized to 512x384 once and
+    cached as PNG under ``cache_dir`` (default ``<root>/.bpclip-cache/short384``), as SPAQ
+    is: a 384x384 training crop then sees the whole height of the picture at the paper's
+    scale, and training, evaluation and scoring see one scale. The official split is read
+    by :func:`koniq_official_split`.
+    """
     root = Path(root)
     rows = _read_csv_rows(root / "koniq10k_scores_and_distributions.csv", "KonIQ-10k", ("image_name", "MOS"))
-    images = _require(root / "1024x768", "KonIQ-10k", "folder 1024x768/")
+    small = root / "512x384"
+    images = small if small.is_dir() else _require(root / "1024x768", "KonIQ-10k", "folder 512x384/ or 1024x768/")
     items = [
         QualityItem(images / r["image_name"], parse_mos(r["MOS"], f"KonIQ-10k: line {i}"), None, r["image_name"])
         for i, r in enumerate(rows, start=2)
     ]
-    return build_dataset("KonIQ-10k", items, root, source="koniq10k_scores_and_distributions.csv")
+    dataset = build_dataset("KonIQ-10k", items, root, source="koniq10k_scores_and_distributions.csv")
+    if images is small:
+        return dataset
+    cache = Path(cache_dir) if cache_dir else root / ".bpclip-cache" / f"short{KONIQ_SHORT_SIDE}"
+    dataset.items = [
+        QualityItem(cached_resize(item.image, cache, KONIQ_SHORT_SIDE), item.mos, None, item.content)
+        for item in dataset.items
+    ]
+    return dataset
 
 
 def koniq_official_split(root: str | Path) -> dict[str, list[str]]:

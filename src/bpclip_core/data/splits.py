@@ -98,8 +98,15 @@ def make_splits(
 
 
 def official_split(dataset: QualityDataset, sets: dict[str, list[str]]) -> SplitSet:
-    """A split given by image names per part (e.g. KonIQ-10k's ``set`` column)."""
-    index = {item.image.name: i for i, item in enumerate(dataset.items)}
+    """A split given by image names per part (e.g. KonIQ-10k's ``set`` column).
+
+    An NR item is found by its original name (its ``content``), so the cached resized copies
+    of KonIQ-10k and SPAQ (``x.jpg`` read from ``x.png``) keep their official parts.
+    """
+    index = {
+        (item.content if item.reference is None and item.content else item.image.name): i
+        for i, item in enumerate(dataset.items)
+    }
     parts: dict[str, list[int]] = {}
     for part in ("train", "val", "test"):
         unknown = [name for name in sets.get(part, []) if name not in index]
