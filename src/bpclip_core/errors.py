@@ -11,6 +11,10 @@ class InputError(BPCLIPError, ValueError):
     """An image or tensor given to the model has the wrong shape, range or values."""
 
 
+class DeviceError(BPCLIPError, ValueError):
+    """The device asked for does not exist or is not available on this machine."""
+
+
 class CheckpointError(BPCLIPError, ValueError):
     """A checkpoint file is corrupt, truncated, or not a BPCLIP checkpoint."""
 

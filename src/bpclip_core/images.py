@@ -1,7 +1,16 @@
-"""Reading image files into tensors, and the test-time resize protocol."""
+"""Reading image files into tensors, and the test-time resize protocol.
+
+Every file is checked before it is decoded: it must be a regular file (a FIFO named
+``x.jpg`` would block the reader forever), and the size its header declares must be within
+the pixel limit (:func:`default_max_pixels`, ``BPCLIP_MAX_PIXELS``). Anything that goes
+wrong while decoding one file becomes an :class:`ImageReadError` naming that file.
+"""
 
 from __future__ import annotations
 
+import os
+import stat
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -11,46 +20,193 @@ import torch.nn.functional as F
 
 from .errors import InputError
 
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm"})
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".avif"}
+)
+MAX_PIXELS_ENV = "BPCLIP_MAX_PIXELS"
+# 150 MP: a 12000x12000 scan still decodes; PIL's own decompression-bomb error starts at 179 MP.
+DEFAULT_MAX_PIXELS = 150_000_000
+# Above this many pixels an image that will be shrunk anyway is box-reduced right after
+# decoding, in its own (8- or 16-bit) mode, so the float RGB copy never exists at full size.
+REDUCE_ABOVE_PIXELS = 4096 * 4096
+_ORIENTATION_TAG = 0x0112
 
 
 class ImageReadError(InputError):
     """An image file could not be read or decoded."""
 
 
-def load_image(path: str | Path, min_short_side: int | None = None) -> torch.Tensor:
+def default_max_pixels() -> int:
+    """The pixel limit of decoded images: ``$BPCLIP_MAX_PIXELS`` or :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        raise InputError(f"{MAX_PIXELS_ENV}={text!r} is not a number of pixels") from None
+    if value < 1:
+        raise InputError(f"{MAX_PIXELS_ENV} must be a positive number of pixels, got {text!r}")
+    return value
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words, from its ``st_mode``."""
+    if stat.S_ISDIR(mode):
+        return "a folder"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular_file(path: str | Path):
+    """Open ``path`` for binary reading, refusing anything but a regular file.
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO is
+    refused instead of waiting forever for a writer, and no rename can slip in between.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError as exc:
+        raise ImageReadError(f"{path}: no such file") from exc
+    except IsADirectoryError as exc:
+        raise ImageReadError(f"{path}: is a folder, not an image file") from exc
+    except OSError as exc:
+        raise ImageReadError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise ImageReadError(f"{path}: is {file_kind(mode)}, not an image file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def load_image(path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None) -> torch.Tensor:
     """Read an image file as a (3, H, W) float tensor in [0, 1].
 
     Applies the EXIF orientation and converts grayscale, palette, RGBA (alpha dropped),
-    CMYK and 16-bit images to 8-bit-equivalent RGB. With ``min_short_side``, JPEGs are
+    CMYK, 16-bit and float images to RGB in [0, 1]. With ``min_short_side``, JPEGs are
     decoded at a reduced scale (1/2 .. 1/8) that keeps the short side at least that long:
-    a 6000x4000 photo to be shrunk anyway never exists at full size in memory.
+    a 6000x4000 photo to be shrunk anyway never exists at full size in memory; other big
+    images (over :data:`REDUCE_ABOVE_PIXELS`) are box-reduced in their own mode right after
+    decoding.
+
+    Raises:
+        ImageReadError: missing, not a regular file, over ``max_pixels`` (default
+            :func:`default_max_pixels`, checked from the header before decoding), or not
+            decodable; the message names the file.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
+    limit = default_max_pixels() if max_pixels is None else max_pixels
+    handle = open_regular_file(path)
     try:
-        with Image.open(path) as opened:
-            if min_short_side is not None and opened.format == "JPEG":
-                scale = min(opened.size) / min_short_side
-                if scale >= 2:
-                    opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
-            image = ImageOps.exif_transpose(opened)
-            image.load()
-    except FileNotFoundError as exc:
-        raise ImageReadError(f"{path}: no such file") from exc
+        with handle, warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+            with Image.open(handle) as opened:
+                width, height = opened.size
+                if width * height > limit:
+                    raise ImageReadError(
+                        f"{path}: image is {width}x{height} = {width * height} px, over the pixel limit of "
+                        f"{limit} px (raise it with --max-pixels or {MAX_PIXELS_ENV}, or shrink the file)"
+                    )
+                orientation = _orientation(opened)
+                if min_short_side is not None and opened.format == "JPEG":
+                    scale = min(opened.size) / min_short_side
+                    if scale >= 2:
+                        opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
+                opened.load()
+                integer_peak = 65535.0 if opened.mode.startswith("I;16") else None
+                image = _apply_orientation(_reduce_big(opened, min_short_side), orientation)
+                return _pil_to_tensor(image, integer_peak)
+    except ImageReadError:
+        raise
+    except InputError as exc:  # values that do not map to [0, 1]
+        raise ImageReadError(f"{path}: {exc}") from exc
     except UnidentifiedImageError as exc:
         raise ImageReadError(f"{path}: not an image file PIL can decode") from exc
-    except (OSError, ValueError, SyntaxError) as exc:
+    except Image.DecompressionBombError as exc:  # PIL's own limit, checked from the header too
+        raise ImageReadError(f"{path}: image is over the pixel limit of PIL ({exc})") from exc
+    except MemoryError as exc:
+        raise ImageReadError(f"{path}: not enough memory to decode this image") from exc
+    except Exception as exc:  # any decoder failure is this file's error, never the run's
         raise ImageReadError(f"{path}: cannot decode image (corrupt or truncated?): {exc}") from exc
-    return pil_to_tensor(image)
+
+
+def _orientation(image) -> int:
+    try:
+        return int(image.getexif().get(_ORIENTATION_TAG, 1))
+    except Exception:  # unreadable EXIF: show the pixels as they are stored
+        return 1
+
+
+def _apply_orientation(image, orientation: int):
+    from PIL import Image
+
+    method = {
+        2: Image.Transpose.FLIP_LEFT_RIGHT,
+        3: Image.Transpose.ROTATE_180,
+        4: Image.Transpose.FLIP_TOP_BOTTOM,
+        5: Image.Transpose.TRANSPOSE,
+        6: Image.Transpose.ROTATE_270,
+        7: Image.Transpose.TRANSVERSE,
+        8: Image.Transpose.ROTATE_90,
+    }.get(orientation)
+    return image if method is None else image.transpose(method)
+
+
+def _reduce_big(image, min_short_side: int | None):
+    """Box-reduce a big decoded image by an integer factor that keeps the short side >= min."""
+    if min_short_side is None or image.size[0] * image.size[1] <= REDUCE_ABOVE_PIXELS:
+        return image
+    factor = min(image.size) // min_short_side
+    if factor < 2:
+        return image
+    if image.mode.startswith("I;16"):
+        image = image.convert("I")
+    elif image.mode == "1":
+        image = image.convert("L")
+    elif image.mode in ("P", "PA"):
+        image = image.convert("RGB")
+    return image.reduce(factor)
 
 
 def pil_to_tensor(image) -> torch.Tensor:
-    """A PIL image of any mode as a (3, H, W) float RGB tensor in [0, 1]."""
-    if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+    """A PIL image of any mode as a (3, H, W) float RGB tensor in [0, 1].
+
+    8-bit modes are divided by 255, 16-bit ones by 65535; float images (mode ``F``) must
+    already lie in [0, 1]. Raises :class:`InputError` for values it cannot map to [0, 1].
+    """
+    return _pil_to_tensor(image, 65535.0 if image.mode.startswith("I;16") else None)
+
+
+def _pil_to_tensor(image, integer_peak: float | None = None) -> torch.Tensor:
+    if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
-        peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
+        if not np.isfinite(array).all():
+            raise InputError("float image contains NaN or Inf values")
+        low, high = float(array.min()), float(array.max())
+        if low < -1e-4 or high > 1 + 1e-4:
+            raise InputError(
+                f"float image values span [{low:.4g}, {high:.4g}]; float images must hold intensities in [0, 1]"
+            )
+        return torch.from_numpy(np.clip(array, 0, 1)).unsqueeze(0).repeat(3, 1, 1)
+    if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
+        array = np.asarray(image).astype(np.float32)
+        high = float(array.max()) if array.size else 0.0
+        if array.size and float(array.min()) < 0:
+            raise InputError("integer image has negative values")
+        peak = integer_peak or (255.0 if high <= 255 else 65535.0 if high <= 65535 else float(2**32 - 1))
         tensor = torch.from_numpy(np.ascontiguousarray(array) / peak).clamp_(0, 1)
         return tensor.unsqueeze(0).repeat(3, 1, 1)
     if image.mode != "RGB":
@@ -74,13 +230,31 @@ def resize_short_side(image: torch.Tensor, size: int | None) -> torch.Tensor:
     return out[0] if image.ndim == 3 else out
 
 
+def is_image_candidate(path: Path) -> bool:
+    """Whether a folder scan reports ``path``: an image suffix and not a folder.
+
+    Non-regular files (FIFOs, sockets, devices) with an image suffix are kept, so that
+    reading them gives a clear error instead of silently skipping them.
+    """
+    if path.suffix.lower() not in IMAGE_SUFFIXES:
+        return False
+    try:
+        return not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:  # a dangling link: kept, so it is reported as missing
+        return True
+
+
 def find_images(paths: Iterable[str | Path]) -> list[Path]:
-    """Expand files and folders (searched recursively) into a sorted list of image files."""
+    """Expand files and folders (searched recursively) into a sorted list of image files.
+
+    Explicit paths are kept as given; folder scans keep every non-folder entry with an image
+    suffix (a FIFO named ``x.jpg`` is kept, to be refused with a clear error when read).
+    """
     found: list[Path] = []
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            found.extend(sorted(p for p in path.rglob("*") if is_image_candidate(p)))
         else:
             found.append(path)
     return found
