@@ -17,16 +17,19 @@ Where :func:`load_checkpoint` looks, in this order:
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
+import math
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .adjectives import adjectives_from_dicts
-from .backbone import build_backbone
+from .backbone import BACKBONES, CLIP_BACKBONES, build_backbone
 from .config import BPCLIPConfig, Mode, ScoreScale, preset
 from .errors import CheckpointError, CheckpointNotFoundError, ModeMismatchError
 from .model import BPCLIP, ModelCard
@@ -45,6 +48,24 @@ NO_WEIGHTS_ADVICE = (
     "bash scripts/train_default_models.sh), or score with the zero-shot CLIP mode (--zero-shot)."
 )
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+
+# Sane bounds of a checkpoint's config, checked before any tensor is allocated: a file
+# whose header declares absurd layers is refused instead of building them. Generous: the
+# paper config uses 256/8/8/512/512/256/1024, 12x12 and 384.
+CONFIG_INT_BOUNDS: dict[str, tuple[int, int]] = {
+    "token_dim": (1, 8192),
+    "num_heads": (1, 128),
+    "gate_reduction": (1, 4096),
+    "fusion_hidden_dim": (1, 16384),
+    "clip_hidden_dim": (1, 16384),
+    "regressor_hidden_dim": (1, 16384),
+    "clip_dim": (1, 8192),
+    "image_size": (32, 8192),
+}
+POSITION_GRID_BOUNDS = (1, 256)
+MAX_ADJECTIVES = 4096
+FLOAT_DTYPES = frozenset({"F16", "BF16", "F32", "F64"})
+INTEGER_DTYPES = frozenset({"I64", "I32"})  # counters (BatchNorm's num_batches_tracked); may be float too
 
 
 def bpclip_home() -> Path:
@@ -110,6 +131,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     from safetensors import safe_open
 
     path = Path(path)
+    _refuse_non_regular(path)
     try:
         with safe_open(str(path), framework="pt") as handle:
             header = handle.metadata() or {}
@@ -133,10 +155,26 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     return metadata
 
 
+def _refuse_non_regular(path: Path) -> None:
+    """A path that exists but is a folder, FIFO or device is never read as a checkpoint."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if not stat.S_ISREG(mode):
+        from .images import file_kind
+
+        raise CheckpointError(f"checkpoint {str(path)!r} is {file_kind(mode)}, not a checkpoint file")
+
+
 def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = None) -> Path:
-    """Find the checkpoint file, following the precedence in this module's docstring."""
+    """Find the checkpoint file, following the precedence in this module's docstring.
+
+    A path that exists but is not a regular file (a folder, a FIFO) is a :class:`CheckpointError`.
+    """
     if checkpoint is not None:
         path = Path(checkpoint).expanduser()
+        _refuse_non_regular(path)
         if path.is_file():
             return path
         text = str(checkpoint)
@@ -147,11 +185,13 @@ def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = 
         from_env = os.environ.get(CHECKPOINT_ENV)
         if from_env:
             path = Path(from_env).expanduser()
+            _refuse_non_regular(path)
             if path.is_file():
                 return path
             raise CheckpointNotFoundError(f"{CHECKPOINT_ENV} names {from_env!r}, which does not exist")
         name = default_checkpoint_name(mode)
     cached = checkpoint_dir() / f"{name}{SUFFIX}"
+    _refuse_non_regular(cached)
     if cached.is_file():
         return cached
     bundled = bundled_checkpoint(name)
@@ -182,33 +222,133 @@ def load_checkpoint(
 
     path = resolve_checkpoint(checkpoint, mode)
     metadata = read_metadata(path)
-    try:
-        config = BPCLIPConfig.from_dict(metadata["config"])
-        card = ModelCard(
-            adjectives=adjectives_from_dicts(metadata["adjectives"]),
-            prompt_template=metadata["prompt_template"],
-            score_scale=ScoreScale(**metadata["score_scale"]),
-            provenance=dict(metadata.get("provenance", {})),
-        )
-    except (KeyError, TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: malformed BPCLIP metadata: {exc}") from exc
+    config, card = _config_and_card(path, metadata)
     if mode is not None and config.mode != mode:
         raise ModeMismatchError(
             f"{path} is a {config.mode.upper()} checkpoint but {mode.upper()} scoring was asked for; "
             f"use a {mode.upper()} checkpoint"
         )
+    _check_tensor_header(path, expected_tensors(config, card))  # before anything is allocated
     try:
         tensors = load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read the tensors (corrupt or truncated?): {exc}") from exc
-    if "text_embeddings" not in tensors:
-        raise CheckpointError(f"{path}: the checkpoint has no 'text_embeddings' tensor")
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf values; the checkpoint is broken")
     model = BPCLIP(config, tensors["text_embeddings"], card)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: tensors do not match the stored config: {exc}") from exc
     return model.to(device).eval()
+
+
+def check_config_bounds(data: Any) -> None:
+    """Refuse a checkpoint config of the wrong types or with sizes outside sane bounds.
+
+    Raises:
+        ValueError: naming the field, before any layer of that size is built.
+    """
+    if not isinstance(data, dict):
+        raise ValueError(f"'config' must be a JSON object, got {type(data).__name__}")
+    for name, (low, high) in CONFIG_INT_BOUNDS.items():
+        if name in data:
+            value = data[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+                raise ValueError(f"config {name} must be an integer in [{low}, {high}], got {value!r}")
+    if "position_grid" in data:
+        grid, (low, high) = data["position_grid"], POSITION_GRID_BOUNDS
+        if (
+            not isinstance(grid, list)
+            or len(grid) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and low <= v <= high for v in grid)
+        ):
+            raise ValueError(f"config position_grid must be two integers in [{low}, {high}], got {grid!r}")
+    if "backbone" in data and data["backbone"] not in BACKBONES:
+        raise ValueError(f"config backbone must be one of {BACKBONES}, got {data['backbone']!r}")
+    if "similarity_temperature" in data:
+        value = data["similarity_temperature"]
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"config similarity_temperature must be a positive finite number, got {value!r}")
+    for name in ("weight_branch", "clip_text"):
+        if name in data and not isinstance(data[name], bool):
+            raise ValueError(f"config {name} must be true or false, got {data[name]!r}")
+    for name in ("mode", "text_model", "attention_direction"):
+        if name in data and not isinstance(data[name], str):
+            raise ValueError(f"config {name} must be a string, got {data[name]!r}")
+
+
+def _config_and_card(path: Path, metadata: dict[str, Any]) -> tuple[BPCLIPConfig, ModelCard]:
+    """The config and model card stored in a checkpoint, every field checked."""
+    try:
+        check_config_bounds(metadata["config"])
+        config = BPCLIPConfig.from_dict(metadata["config"])
+        adjectives = metadata["adjectives"]
+        if not isinstance(adjectives, list) or not 1 <= len(adjectives) <= MAX_ADJECTIVES:
+            raise ValueError(f"'adjectives' must be a list of 1 to {MAX_ADJECTIVES} entries")
+        if not isinstance(metadata["prompt_template"], str):
+            raise ValueError("'prompt_template' must be a string")
+        scale = metadata["score_scale"]
+        if not isinstance(scale, dict):
+            raise ValueError(f"'score_scale' must be a JSON object, got {type(scale).__name__}")
+        bounds = [scale.get("mos_min", 0.0), scale.get("mos_max", 1.0)]
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in bounds):
+            raise ValueError(f"score_scale mos_min and mos_max must be finite numbers, got {bounds}")
+        provenance = metadata.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise ValueError("'provenance' must be a JSON object")
+        card = ModelCard(
+            adjectives=adjectives_from_dicts(adjectives),
+            prompt_template=metadata["prompt_template"],
+            score_scale=ScoreScale(**scale),
+            provenance=dict(provenance),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CheckpointError(f"{path}: malformed BPCLIP metadata: {exc}") from exc
+    return config, card
+
+
+def expected_tensors(config: BPCLIPConfig, card: ModelCard) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """Name -> (shape, is floating point) of every tensor a model of this config holds.
+
+    Built on the meta device: nothing the config sizes is allocated. (open_clip cannot build
+    on the meta device; a CLIP backbone's size is fixed by its name, so it is built for real.)
+    """
+    embeddings = torch.empty(len(card.adjectives), config.clip_dim, device="meta")
+    backbone = build_backbone(config.backbone) if config.backbone in CLIP_BACKBONES else None
+    with torch.device("meta"):
+        model = BPCLIP(config, embeddings, dataclasses.replace(card), backbone or build_backbone(config.backbone))
+    return {name: (tuple(t.shape), t.is_floating_point()) for name, t in model.state_dict().items()}
+
+
+def _check_tensor_header(path: Path, expected: dict[str, tuple[tuple[int, ...], bool]]) -> None:
+    """Compare the tensors a checkpoint's header declares with the model's, before loading them."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            declared = {name: handle.get_slice(name) for name in handle.keys()}  # noqa: SIM118 (not a dict)
+            header = {name: (tuple(s.get_shape()), s.get_dtype()) for name, s in declared.items()}
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read the tensor header (corrupt or truncated?): {exc}") from exc
+    if "text_embeddings" not in header:
+        raise CheckpointError(f"{path}: the checkpoint has no 'text_embeddings' tensor")
+    problems = []
+    missing, unexpected = sorted(set(expected) - set(header)), sorted(set(header) - set(expected))
+    if missing:
+        problems.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
+    for name in sorted(set(header) & set(expected)):
+        (shape, dtype), (want, is_float) = header[name], expected[name]
+        if shape != want:
+            problems.append(f"{name} has shape {list(shape)}, the config needs {list(want)}")
+        elif dtype not in (FLOAT_DTYPES if is_float else FLOAT_DTYPES | INTEGER_DTYPES):
+            kind = "a floating-point" if is_float else "a numeric"
+            problems.append(f"{name} is stored as {dtype}, not {kind} type")
+    if problems:
+        raise CheckpointError(f"{path}: tensors do not match the stored config: {'; '.join(problems[:6])}")
 
 
 def init_checkpoint(
