@@ -1,20 +1,31 @@
 """The ``bpclip`` command: ``init-checkpoint``, ``score``, ``info``, and the training commands
 ``train``, ``evaluate``, ``splits`` and ``synthesize`` (:mod:`bpclip_core.training.cli`).
 
-Exit codes: 0 everything worked, 1 some inputs failed (each reported, the rest still
-scored and written), 2 usage errors (bad arguments, no model to score with).
+Exit codes (also in ``bpclip --help``): 0 everything worked; 1 some inputs failed (each
+reported, the rest still scored and written); 2 usage errors (bad arguments, an output that
+cannot be written, no model or device to score with), found before any scoring; 3 an
+internal error (a bug: printed with its traceback); 4 the output could not be written during
+the run (e.g. a full disk); 130 interrupted (Ctrl-C). Rows are written as they are scored;
+``--output`` is written to a temporary file beside it and atomically replaces it at the end
+(after Ctrl-C or an internal error: the rows scored so far, still a valid file).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
-import io
 import json
+import math
 import os
 import sys
+import tempfile
+import textwrap
+import traceback
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 from .config import MODES, PRESETS
 from .engine import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
@@ -22,15 +33,26 @@ from .errors import BPCLIPError
 from .protocol import PROTOCOLS
 from .training.cli import add_training_commands
 
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_CODES_HELP = (
+    "exit codes: 0 all inputs scored; 1 some inputs failed (each reported, the rest scored and "
+    "written); 2 usage error (found before scoring); 3 internal error; 4 the output could not be "
+    "written during the run; 130 interrupted"
+)
 
 
 class UsageError(Exception):
     """A mistake in how the command was called."""
 
 
+class OutputError(Exception):
+    """The results could not be written during the run (e.g. a full disk)."""
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bpclip", description="BPCLIP image quality assessment")
+    parser = argparse.ArgumentParser(
+        prog="bpclip", description="BPCLIP image quality assessment", epilog=EXIT_CODES_HELP
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     init = sub.add_parser("init-checkpoint", help="write a checkpoint of an untrained model")
@@ -41,9 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     init.add_argument("--download", action="store_true", help="allow downloading missing ImageNet/CLIP weights")
     init.add_argument("--seed", type=int, default=0, help="seed of the random initialisation")
 
-    score = sub.add_parser("score", help="score images (files or folders)")
+    score = sub.add_parser("score", help="score images (files or folders)", epilog=EXIT_CODES_HELP)
     score.add_argument("paths", nargs="+", help="image files or folders")
-    score.add_argument("--ref", help="reference image or folder (FR; pairs matched by file name)")
+    score.add_argument(
+        "--ref", help="reference image or folder (FR; pairs matched by relative path, then by a unique file name)"
+    )
     model = score.add_mutually_exclusive_group()
     model.add_argument(
         "--checkpoint", help="checkpoint path or cache name (default: BPCLIP_CHECKPOINT, the cache, the bundled model)"
@@ -62,7 +86,16 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--num-crops", type=int, default=5, help="crops per image for --protocol crops")
     score.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
     score.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    score.add_argument("--output", type=Path, help="write results to this file instead of stdout")
+    score.add_argument(
+        "--output", type=Path, help="write results to this file instead of stdout (checked before scoring)"
+    )
+    score.add_argument(
+        "--max-pixels",
+        type=int,
+        default=None,
+        help="refuse image files larger than this many pixels, checked before decoding "
+        "(default: BPCLIP_MAX_PIXELS or 150000000)",
+    )
     score.add_argument("--top-k", type=int, default=3, help="dominant adjectives to report")
     score.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
@@ -93,9 +126,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print(f"bpclip {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (UsageError, BPCLIPError, ValueError) as exc:
-        print(f"bpclip {args.command}: error: {exc}", file=sys.stderr)
+        print(f"bpclip {args.command}: error: {display_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
+    except OutputError as exc:
+        print(f"bpclip {args.command}: error: {display_line(str(exc))}", file=sys.stderr)
+        return EXIT_OUTPUT
+    except Exception as exc:  # a bug: its own exit code, never 1 ("some inputs failed")
+        traceback.print_exc(file=sys.stderr)
+        print(
+            f"bpclip {args.command}: internal error ({type(exc).__name__}); please report it with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def _init_checkpoint(args: argparse.Namespace) -> int:
@@ -110,83 +156,213 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .engine import QualityEngine, expand_inputs
+    from .engine import QualityEngine, _progress_bar, expand_inputs, is_empty_folder, pick_device
     from .protocol import TestTimeProtocol
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
+    if args.max_pixels is not None and args.max_pixels < 1:
+        raise UsageError("--max-pixels must be at least 1")
+    pick_device(args.device)  # an unknown or absent device is a usage error, before any work
     sources = expand_inputs(args.paths)
-    if not sources:
+    if all(is_empty_folder(s) for s in sources):
         raise UsageError(f"no images found in {args.paths}")
     if args.ref is not None and not Path(args.ref).exists():
         raise UsageError(f"--ref {args.ref!r} is neither a file nor a folder")
-    engine = QualityEngine.from_checkpoint(
-        args.checkpoint,
-        zero_shot=args.zero_shot,
-        mode="fr" if args.ref else None,
-        clip_model=args.clip_model,
-        allow_download=args.download,
-        device=args.device,
-        precision=args.precision,
-        attention=args.attention,
-        batch_size=args.batch_size,
-        num_workers=args.workers,
-        top_k=args.top_k,
-    )
-    if args.ref is None and engine.mode == "fr":
-        raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
-    size = args.size or engine.protocol.size
-    engine.protocol = TestTimeProtocol(args.protocol, size=size, num_crops=args.num_crops)
-    print(f"model: {engine.description}; device {engine.device}", file=sys.stderr)
-    results = engine.score(sources, args.ref, progress=not args.no_progress)
-    text = _render(results, args.format)
-    if args.output:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(text)
-    else:
-        sys.stdout.write(text)
-    failed = [r for r in results if r.error]
+    width = max(len("image"), *(len(display_line(str(s))) for s in sources))
+    writer = ResultWriter(args.format, args.output, width)  # a bad --output fails here, before scoring
+    try:
+        engine = QualityEngine.from_checkpoint(
+            args.checkpoint,
+            zero_shot=args.zero_shot,
+            mode="fr" if args.ref else None,
+            clip_model=args.clip_model,
+            allow_download=args.download,
+            device=args.device,
+            precision=args.precision,
+            attention=args.attention,
+            batch_size=args.batch_size,
+            num_workers=args.workers,
+            top_k=args.top_k,
+            max_pixels=args.max_pixels,
+        )
+        if args.ref is None and engine.mode == "fr":
+            raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
+        size = args.size or engine.protocol.size
+        engine.protocol = TestTimeProtocol(args.protocol, size=size, num_crops=args.num_crops)
+        print(f"model: {engine.description}; device {engine.device}", file=sys.stderr)
+        failed, total, bar = [], 0, None
+        try:
+            # the raw paths, not the expanded list: FR pairing needs the folder each file was found in
+            for total, chunk in engine.iter_scores(args.paths, args.ref):
+                if bar is None:
+                    bar = _progress_bar(not args.no_progress, total)
+                results = [result for _, result in chunk]
+                writer.write(results)
+                failed.extend(r for r in results if r.error)
+                bar(len(results))
+        finally:
+            if bar is not None:
+                bar(0, close=True)
+    except (UsageError, BPCLIPError, ValueError):
+        if writer.rows:  # found after some rows were scored: keep them
+            writer.finish(interrupted=True)
+        else:  # e.g. no reference matches any input: nothing ran, the output is left as it was
+            writer.abort()
+        raise
+    except BaseException:  # Ctrl-C or a bug: the output holds what was scored so far, a valid file
+        writer.finish(interrupted=True)
+        raise
+    writer.finish()
     for r in failed:
-        print(f"failed: {r.error if r.error.startswith(r.path) else f'{r.path}: {r.error}'}", file=sys.stderr)
-    print(f"scored {len(results) - len(failed)} of {len(results)} inputs", file=sys.stderr)
+        message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"
+        print(f"failed: {display_line(message)}", file=sys.stderr)
+    print(f"scored {writer.rows - len(failed)} of {writer.rows} inputs", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
 
 
-def _render(results: list, fmt: str) -> str:
-    def adjectives(r) -> str:
-        return ", ".join(f"{w} ({p:.2f})" for w, p in r.top_adjectives)
+def display_text(text: str) -> str:
+    """``text`` as valid Unicode: undecodable file-name bytes (surrogate escapes) become ``\\xNN``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
-    if fmt == "json":
-        rows = [
-            {
-                "path": r.path,
-                "reference": r.reference,
-                "score": r.score,
-                "mos": r.mos,
-                "top_adjectives": [{"adjective": w, "probability": p} for w, p in r.top_adjectives],
-                "dimensions": r.dimensions,
-                "error": r.error,
+
+def display_line(text: str) -> str:
+    """:func:`display_text` on one line: newlines and other control characters escaped."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+        for c in display_text(text)
+    )
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+class ResultWriter:
+    """Writes result rows in one format as they come: to stdout, or to ``output`` through a
+    temporary file beside it that atomically replaces it at the end.
+
+    Checks at construction that the output can be written (raises :class:`UsageError`).
+    File names are written as valid UTF-8 (:func:`display_text`); the table escapes control
+    characters; JSON is strict (no NaN).
+    """
+
+    HEADER = ("path", "reference", "score", "mos", "top_adjectives", "error")
+
+    def __init__(self, fmt: str, output: Path | None, width: int = 5) -> None:
+        self.fmt, self.output, self.width = fmt, output, width
+        self.rows = self._json_rows = 0
+        self._temp: Path | None = None
+        self._stream: IO[str] = sys.stdout
+        if output is not None:
+            self._stream = self._open(output)
+        self._csv = csv.writer(self._stream) if fmt == "csv" else None
+        self._write_text(self._header())
+
+    def _open(self, output: Path) -> IO[str]:
+        if output.is_dir():
+            raise UsageError(f"--output {output} is a folder; name a file to write")
+        if output.exists() and not output.is_file():  # a FIFO or device (/dev/null): written directly
+            try:
+                return output.open("w", encoding="utf-8", newline="")
+            except OSError as exc:
+                raise UsageError(f"--output {output} cannot be written: {exc.strerror or exc}") from exc
+        if output.exists() and not os.access(output, os.W_OK):
+            raise UsageError(f"--output {output} is not writable")
+        try:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            fd, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".partial")
+        except OSError as exc:
+            raise UsageError(f"--output {output} cannot be written: {exc.strerror or exc}") from exc
+        self._temp = Path(temp)
+        return os.fdopen(fd, "w", encoding="utf-8", newline="")
+
+    def _header(self) -> str:
+        if self.fmt == "json":
+            return "["
+        if self.fmt == "csv":
+            self._csv.writerow(self.HEADER)
+            return ""
+        return f"{'image':<{self.width}}  {'score':>7}  dominant adjectives\n"
+
+    def _write_text(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except OSError as exc:
+            self.abort()
+            where = "stdout" if self.output is None else f"--output {self.output} ({self.output} left unchanged)"
+            raise OutputError(f"cannot write the results to {where}: {exc.strerror or exc}") from exc
+
+    def write(self, results: list) -> None:
+        """Write the rows of some results and flush them."""
+        if self.fmt == "csv":
+            for r in results:
+                self._csv.writerow(self._csv_row(r))
+            self._write_text("")
+        else:
+            self._write_text("".join(self._row(r) for r in results))
+        self.rows += len(results)
+
+    def _row(self, r: Any) -> str:
+        if self.fmt == "json":
+            row = {
+                "path": display_text(r.path),
+                "reference": None if r.reference is None else display_text(r.reference),
+                "score": _finite(r.score),
+                "mos": _finite(r.mos),
+                "top_adjectives": [{"adjective": w, "probability": _finite(p)} for w, p in r.top_adjectives],
+                "dimensions": {k: _finite(v) for k, v in r.dimensions.items()},
+                "error": None if r.error is None else display_text(r.error),
             }
-            for r in results
-        ]
-        return json.dumps(rows, indent=2) + "\n"
-    if fmt == "csv":
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(["path", "reference", "score", "mos", "top_adjectives", "error"])
-        for r in results:
-            writer.writerow([r.path, r.reference or "", _num(r.score), _num(r.mos), adjectives(r), r.error or ""])
-        return buffer.getvalue()
-    width = max(len("image"), *(len(r.path) for r in results))
-    lines = [f"{'image':<{width}}  {'score':>7}  dominant adjectives"]
-    for r in results:
-        shown = f"{r.score:7.4f}  {adjectives(r)}" if r.error is None else f"{'-':>7}  error: {r.error}"
-        lines.append(f"{r.path:<{width}}  {shown}")
-    return "\n".join(lines) + "\n"
+            text = textwrap.indent(json.dumps(row, indent=2, allow_nan=False), "  ")
+            separator = ",\n" if self._json_rows else "\n"
+            self._json_rows += 1
+            return separator + text
+        shown = f"{r.score:7.4f}  {_adjectives(r)}" if r.error is None else f"{'-':>7}  error: {display_line(r.error)}"
+        return f"{display_line(r.path):<{self.width}}  {shown}\n"
+
+    def _csv_row(self, r: Any) -> list[str]:
+        reference = "" if r.reference is None else display_text(r.reference)
+        error = "" if r.error is None else display_text(r.error)
+        return [display_text(r.path), reference, _num(r.score), _num(r.mos), _adjectives(r), error]
+
+    def finish(self, interrupted: bool = False) -> None:
+        """Complete the output (a valid file with the rows written so far) and put it in place."""
+        try:
+            if self.fmt == "json":
+                self._stream.write("\n]\n" if self.rows else "]\n")
+            self._stream.flush()
+            if self._stream is not sys.stdout:
+                self._stream.close()
+            if self._temp is not None:
+                os.replace(self._temp, self.output)
+                self._temp = None
+        except OSError as exc:
+            self.abort()
+            raise OutputError(f"cannot write --output {self.output}: {exc.strerror or exc}") from exc
+        if interrupted and self.output is not None:
+            print(f"wrote the {self.rows} results scored so far to {display_line(str(self.output))}", file=sys.stderr)
+
+    def abort(self) -> None:
+        """Discard the temporary file; the output is left as it was."""
+        if self._stream is not sys.stdout:
+            with contextlib.suppress(OSError):
+                self._stream.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+
+
+def _adjectives(r: Any) -> str:
+    return ", ".join(f"{w} ({p:.2f})" for w, p in r.top_adjectives)
 
 
 def _num(value: float | None) -> str:
-    return "" if value is None else f"{value:.6f}"
+    return "" if value is None or not math.isfinite(value) else f"{value:.6f}"
 
 
 def _fiftyone(args: argparse.Namespace) -> int:

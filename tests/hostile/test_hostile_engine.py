@@ -158,3 +158,22 @@ def test_devices_are_checked(nr_model):
         with pytest.raises(DeviceError, match="no CUDA GPU"):
             QualityEngine(nr_model, device="cuda")
     assert isinstance(DeviceError("x"), ValueError)
+
+
+def test_a_12000px_grey_png_is_scored_in_bounded_memory(tmp_path):
+    import subprocess
+    import sys
+    import textwrap
+
+    Image.new("L", (12000, 12000), 90).save(tmp_path / "grey.png")  # 144 MP, about 170 KB on disk
+    script = textwrap.dedent(f"""
+        import resource
+        from bpclip_core.images import load_image
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        image = load_image({str(tmp_path / "grey.png")!r}, min_short_side=384)
+        print(image.shape[1], image.shape[2], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+    """)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    height, width, peak_mb = map(int, run.stdout.split())
+    assert (height, width) == (388, 388)  # box-reduced by 31 while in 8-bit grey
+    assert peak_mb < 600, f"decoding took {peak_mb} MB (a full-size float RGB copy alone is 1.7 GB)"
