@@ -133,3 +133,18 @@ def test_max_pixels_flag_and_fr_without_matches(tiny_checkpoints, tmp_path, caps
 def test_help_documents_exit_codes(capsys):
     assert main(["score", "--help"]) == 0
     assert "130 interrupted" in capsys.readouterr().out
+
+
+def test_two_writers_of_one_output_never_interleave(tmp_path):
+    from bpclip_core.cli import ResultWriter
+    from bpclip_core.engine import ScoredInput
+
+    output = tmp_path / "out.csv"
+    first, second = ResultWriter("csv", output), ResultWriter("csv", output)
+    first.write([ScoredInput("a.png", score=0.5)])
+    second.write([ScoredInput("b.png", score=0.25), ScoredInput("c.png", error="broken")])
+    first.finish()
+    assert [r["path"] for r in csv.DictReader(output.open(newline=""))] == ["a.png"]
+    second.finish()  # the last to finish wins, whole: never a mix of both runs
+    assert [r["path"] for r in csv.DictReader(output.open(newline=""))] == ["b.png", "c.png"]
+    assert not list(tmp_path.glob(".out.csv.*"))
