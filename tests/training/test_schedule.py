@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -15,7 +16,7 @@ def test_each_restart_cycle_runs_from_the_peak_down_to_the_floor():
     factor = CosineRestarts(cycle_steps=10, floor=0.0)
     cycle = [factor(step) for step in range(10)]
     assert cycle[0] == 1.0 and cycle[-1] == pytest.approx(0.0, abs=1e-12)
-    assert all(a > b for a, b in zip(cycle, cycle[1:]))
+    assert all(a > b for a, b in itertools.pairwise(cycle))
     assert [factor(step) for step in range(10, 20)] == cycle  # the next cycle restarts at the peak
 
 
