@@ -37,7 +37,8 @@ def shared_engine(
     with _LOCK:
         engine = _CACHE.get(key)
         if engine is None:
-            model = load_quality_model(path, zero_shot, mode, clip_model)
+            # frozen: adapters score (gradients flow to the images, never into the shared weights)
+            model = load_quality_model(path, zero_shot, mode, clip_model).requires_grad_(False)
             engine = QualityEngine(model, device=resolved, **options)
             if len(_CACHE) >= _MAX_ENGINES:
                 _CACHE.pop(next(iter(_CACHE)))

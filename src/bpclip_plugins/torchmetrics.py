@@ -7,10 +7,20 @@
 For FR, load an FR checkpoint and pass the references: ``metric.update(preds, target)``.
 The model runs once per ``update``/``forward`` through the shared engine; its weights are
 never part of the metric's state (so ``state_dict``, pickling and ``clone`` stay small).
+
+The conventions are those of torchmetrics' own image metrics (e.g. SSIM): ``reduction`` is
+``"elementwise_mean"``, ``"sum"`` or ``"none"``/``None``; ``data_range`` is a float (the
+value of white) or a ``(min, max)`` tuple (inputs clamped to it); ``compute()`` before any
+``update()`` warns and returns NaN (mean), 0 (sum) or an empty tensor; the metric is
+differentiable: ``forward`` keeps the autograd graph when ``preds`` requires grad; an NR
+metric given a ``target`` (e.g. inside a ``MetricCollection`` with FR metrics) ignores it
+with a one-time warning.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -24,44 +34,84 @@ from bpclip_core.errors import InputError
 
 from .engines import shared_engine
 
-Reduction = Literal["mean", "none"]
+Reduction = Literal["elementwise_mean", "sum", "none", None]
+REDUCTIONS: tuple[Reduction, ...] = ("elementwise_mean", "sum", "none", None)
+DataRange = float | tuple[float, float]
+
+
+def _wants_grad(*tensors: Any) -> bool:
+    """Gradients flow only where autograd is on and an input asks for them (else the fast inference path)."""
+    return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _to_unit_range(images: Any, data_range: DataRange) -> tuple[Any, float]:
+    """(images, white) for the engine: a ``(min, max)`` range clamps to it and shifts min to 0, as SSIM does."""
+    if isinstance(data_range, tuple):
+        low, high = data_range
+        if isinstance(images, Tensor):
+            images = images.clamp(low, high) - low
+        return images, float(high - low)
+    return images, float(data_range)
 
 
 def _bpclip_score_update(
-    engine: QualityEngine, preds: Tensor, target: Tensor | None, data_range: float
+    engine: QualityEngine, preds: Tensor, target: Tensor | None, data_range: DataRange
 ) -> tuple[Tensor, Tensor]:
-    """Scores (N,) and averaged adjective probabilities (N, K) of one batch; raises on bad input."""
+    """Scores (N,) and averaged adjective probabilities (N, K) of one batch; raises on bad input.
+
+    Differentiable with respect to ``preds`` (and ``target``) when they require grad.
+    """
     if engine.mode == "fr" and target is None:
         raise InputError("this is a full-reference BPCLIP model: call update(preds, target) with reference images")
     if engine.mode == "nr" and target is not None:
         raise InputError("this is a no-reference BPCLIP model: call update(preds) without a target")
     if target is not None and isinstance(preds, Tensor) and isinstance(target, Tensor) and preds.shape != target.shape:
         raise InputError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
-    output = engine.predict(preds, target, data_range=data_range)
+    differentiable = _wants_grad(preds, target)
+    preds, white = _to_unit_range(preds, data_range)
+    if target is not None:
+        target, _ = _to_unit_range(target, data_range)
+    output = engine.predict(preds, target, data_range=white, differentiable=differentiable)
     return output.score, output.adjective_probabilities
 
 
 def _bpclip_score_compute(scores: Tensor, probabilities: Tensor, reduction: Reduction) -> tuple[Tensor, Tensor]:
-    if reduction == "mean":
+    """Reduce per-image scores; the adjective probabilities are averaged unless nothing is reduced."""
+    if reduction == "elementwise_mean":
         return scores.mean(), probabilities.mean(0)
+    if reduction == "sum":
+        return scores.sum(), probabilities.mean(0)
     return scores, probabilities
 
 
 def _dominant_adjectives(engine: QualityEngine, probabilities: Tensor, top_k: int) -> list:
     words = [a.word for a in engine.model.card.adjectives]
+    if probabilities.numel() == 0 or not bool(torch.isfinite(probabilities).all()):
+        return []  # nothing scored yet
     top = probabilities.topk(min(top_k, len(words)), dim=-1).indices
     if top.ndim == 1:
         return [words[int(i)] for i in top]
     return [[words[int(i)] for i in row] for row in top]
 
 
-def _check_options(reduction: str, data_range: float, top_k: int) -> None:
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    if data_range <= 0:
+def _check_options(reduction: Any, data_range: Any, top_k: int) -> Reduction:
+    """Validate the options; returns the reduction (``"mean"`` is accepted for ``"elementwise_mean"``)."""
+    if reduction == "mean":  # the name this adapter used before following torchmetrics
+        reduction = "elementwise_mean"
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"Argument `reduction` must be one of {REDUCTIONS}, but got {reduction!r}")
+    if isinstance(data_range, tuple):
+        if len(data_range) != 2 or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in data_range):
+            raise ValueError(f"data_range as a tuple must be two finite numbers (min, max), got {data_range!r}")
+        if not data_range[1] > data_range[0]:
+            raise ValueError(f"data_range (min, max) must have max > min, got {data_range!r}")
+    elif isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not math.isfinite(data_range):
+        raise ValueError(f"data_range must be a positive number or a (min, max) tuple, got {data_range!r}")
+    elif data_range <= 0:
         raise ValueError(f"data_range must be positive, got {data_range}")
     if top_k < 1:
         raise ValueError(f"top_k must be at least 1, got {top_k}")
+    return reduction
 
 
 def bpclip_score(
@@ -69,8 +119,8 @@ def bpclip_score(
     target: Tensor | None = None,
     checkpoint: str | Path | None = None,
     zero_shot: bool = False,
-    data_range: float = 1.0,
-    reduction: Reduction = "mean",
+    data_range: DataRange = 1.0,
+    reduction: Reduction = "elementwise_mean",
     return_adjectives: bool = False,
     top_k: int = 3,
     device: str | torch.device | None = "auto",
@@ -84,15 +134,18 @@ def bpclip_score(
         checkpoint: a checkpoint path or cache name; None follows the loading precedence, whose
             last step is the bundled default model of the mode (NR, or FR with ``target``).
         zero_shot: score with zero-shot CLIP (NR only).
-        data_range: the maximum value of the input scale (1.0 or 255.0).
-        reduction: ``"mean"`` (a scalar) or ``"none"`` (one score per image).
+        data_range: the value of white (1.0 or 255.0), or a ``(min, max)`` tuple: inputs are
+            clamped to it and mapped to [0, 1].
+        reduction: ``"elementwise_mean"`` (a scalar), ``"sum"`` or ``"none"``/``None`` (one score per image).
         return_adjectives: also return the ``top_k`` dominant adjectives.
         device, precision: the engine's options.
+
+    Gradients flow to ``preds`` (and ``target``) when they require grad.
 
     Returns:
         The score tensor, or ``{"score": ..., "adjectives": ...}`` with ``return_adjectives``.
     """
-    _check_options(reduction, data_range, top_k)
+    reduction = _check_options(reduction, data_range, top_k)
     mode = "fr" if target is not None and not zero_shot else None
     engine = shared_engine(checkpoint, zero_shot, mode, device=device, precision=precision)
     scores, probabilities = _bpclip_score_update(engine, preds, target, data_range)
@@ -111,12 +164,20 @@ class BPCLIPScore(Metric):
             model of ``mode``, NR unless asked).
         zero_shot: use zero-shot CLIP (NR only); ``model_description`` always says which.
         mode: ``"nr"`` or ``"fr"`` to insist on a checkpoint of that mode.
-        data_range: the maximum value of the input scale.
-        reduction: ``"mean"`` or ``"none"`` (all per-image scores, gathered across processes).
+        data_range: the value of white (e.g. 1.0 or 255.0), or a ``(min, max)`` tuple: inputs
+            are clamped to it and mapped to [0, 1], as in torchmetrics' SSIM.
+        reduction: ``"elementwise_mean"`` (default), ``"sum"``, or ``"none"``/``None`` (all
+            per-image scores, gathered across processes).
         return_adjectives: ``compute()`` returns ``{"score", "adjectives"}`` with the
             ``top_k`` dominant adjectives (of the mean, or of each image for ``"none"``).
         device: the engine's device; None follows the metric (``metric.to(device)``).
         precision, batch_size: the engine's options.
+
+    As in torchmetrics' own metrics, ``forward`` (``metric(preds)``) keeps the autograd graph
+    when ``preds`` requires grad (``is_differentiable``), so the batch value can be a loss;
+    ``update`` runs without gradients. ``compute()`` before any ``update()`` warns and returns
+    NaN (mean), 0 (sum) or an empty tensor (none). A no-reference metric given a ``target``
+    (as inside a ``MetricCollection`` with full-reference metrics) ignores it, warning once.
 
     Example:
         >>> metric = BPCLIPScore(checkpoint="tiny-nr.safetensors")  # doctest: +SKIP
@@ -126,7 +187,7 @@ class BPCLIPScore(Metric):
     """
 
     higher_is_better = True
-    is_differentiable = False
+    is_differentiable = True
     full_state_update = False
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
@@ -140,8 +201,8 @@ class BPCLIPScore(Metric):
         checkpoint: str | Path | None = None,
         zero_shot: bool = False,
         mode: str | None = None,
-        data_range: float = 1.0,
-        reduction: Reduction = "mean",
+        data_range: DataRange = 1.0,
+        reduction: Reduction = "elementwise_mean",
         return_adjectives: bool = False,
         top_k: int = 3,
         device: str | torch.device | None = None,
@@ -150,18 +211,19 @@ class BPCLIPScore(Metric):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        _check_options(reduction, data_range, top_k)
+        self.reduction = _check_options(reduction, data_range, top_k)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.zero_shot, self.mode = zero_shot, mode
-        self.data_range, self.reduction = data_range, reduction
+        self.data_range = tuple(data_range) if isinstance(data_range, (tuple, list)) else data_range
         self.return_adjectives, self.top_k = return_adjectives, top_k
         self.engine_device, self.precision, self.batch_size = device, precision, batch_size
+        self.warned_ignored_target = False
         engine = self._engine()  # load (and validate) now, not at the first update
         self.model_description = engine.description
         self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("probability_sum", torch.zeros(len(engine.model.card.adjectives)), dist_reduce_fx="sum")
-        if reduction == "none":
+        if self.reduction in ("none", None):
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("probabilities", [], dist_reduce_fx="cat")
 
@@ -178,32 +240,60 @@ class BPCLIPScore(Metric):
 
     def update(self, preds: Tensor, target: Tensor | None = None) -> None:
         """Score a batch; a rejected batch (bad shape, range, mode) leaves the state untouched."""
-        scores, probabilities = _bpclip_score_update(self._engine(), preds, target, self.data_range)
+        engine = self._engine()
+        if target is not None and engine.mode == "nr":
+            if not self.warned_ignored_target:
+                warnings.warn(
+                    "BPCLIPScore: this is a no-reference model; the target passed to it is ignored "
+                    "(e.g. inside a MetricCollection with full-reference metrics). Warned once.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+                self.warned_ignored_target = True
+            target = None
+        scores, probabilities = _bpclip_score_update(engine, preds, target, self.data_range)
         scores, probabilities = scores.to(self.device), probabilities.to(self.device)
-        self.score_sum += scores.double().sum()
+        self.score_sum = self.score_sum + scores.double().sum()
         self.total += scores.numel()
-        self.probability_sum += probabilities.sum(0)
-        if self.reduction == "none":
+        self.probability_sum = self.probability_sum + probabilities.sum(0)
+        if self.reduction in ("none", None):
             self.scores.append(scores)
             self.probabilities.append(probabilities)
 
     def compute(self) -> Tensor | dict[str, Any]:
-        if self.total == 0:
-            raise RuntimeError("BPCLIPScore.compute() called before any update()")
-        if self.reduction == "mean":
-            score = (self.score_sum / self.total).float()
+        """The reduced score (and the dominant adjectives with ``return_adjectives``)."""
+        empty = int(self.total) == 0  # compute() before update(): torchmetrics has warned already
+        if self.reduction == "elementwise_mean":
+            score = (self.score_sum / self.total).float()  # NaN when empty, as the built-ins give
             probs = self.probability_sum / self.total
+        elif self.reduction == "sum":
+            score, probs = self.score_sum.float(), self.probability_sum / self.total
+        elif empty:
+            score, probs = torch.zeros(0, device=self.device), self.probability_sum.new_zeros(0, 0)
         else:
             score, probs = _cat(self.scores), _cat(self.probabilities)
         if self.return_adjectives:
-            return {"score": score, "adjectives": _dominant_adjectives(self._engine(), probs, self.top_k)}
+            adjectives = [] if empty else _dominant_adjectives(self._engine(), probs, self.top_k)
+            return {"score": score, "adjectives": adjectives}
         return score
 
-    def plot(self, val: Tensor | Sequence[Tensor] | None = None, ax: Any = None) -> Any:
-        """Plot a computed value (or a sequence of them, e.g. one per epoch)."""
-        if isinstance(val, dict):
-            val = val["score"]
-        return self._plot(val, ax)
+    def plot(self, val: Tensor | Sequence[Any] | dict[str, Any] | None = None, ax: Any = None) -> Any:
+        """Plot a computed value or a sequence of them (e.g. one per epoch); None: ``compute()``.
+
+        Values from ``return_adjectives=True`` (dicts) plot their scores.
+        """
+        if val is None:
+            val = self.compute()
+        return self._plot(_scores_only(val), ax)
+
+
+def _scores_only(val: Any) -> Any:
+    """The score tensors of values computed with ``return_adjectives=True`` (dicts)."""
+    if isinstance(val, dict):
+        return val["score"]
+    if isinstance(val, (list, tuple)):
+        return [v["score"] if isinstance(v, dict) else v for v in val]
+    return val
 
 
 def _cat(values: Tensor | list[Tensor]) -> Tensor:

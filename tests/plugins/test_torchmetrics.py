@@ -4,6 +4,7 @@ import warnings
 import pytest
 import torch
 from torchmetrics import MetricCollection
+from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from bpclip_core import CheckpointNotFoundError, InputError, ModeMismatchError
 from bpclip_core.checkpoint import load_checkpoint
@@ -72,8 +73,6 @@ def test_rejected_updates_leave_the_state_intact(tiny_checkpoints):
         metric.update(good * 3)
     with pytest.raises(InputError, match="3 \\(RGB\\) channels"):
         metric.update(good[:, :1])
-    with pytest.raises(InputError, match="without a target"):
-        metric.update(good, good)
     assert int(metric.total) == 2
     assert torch.allclose(metric.compute(), _direct_scores(nr, good).mean(), atol=1e-5)
     fr_metric = BPCLIPScore(checkpoint=fr)
@@ -84,9 +83,9 @@ def test_rejected_updates_leave_the_state_intact(tiny_checkpoints):
     with pytest.raises(ModeMismatchError):
         BPCLIPScore(checkpoint=fr, mode="nr")
     with pytest.raises(ValueError, match="reduction"):
-        BPCLIPScore(checkpoint=nr, reduction="sum")
-    with pytest.raises(RuntimeError, match="before any update"):
-        BPCLIPScore(checkpoint=nr).compute()
+        BPCLIPScore(checkpoint=nr, reduction="max")
+    with pytest.raises(ValueError, match="data_range"):
+        BPCLIPScore(checkpoint=nr, data_range=(1.0, 0.0))
 
 
 def test_data_range_255(tiny_checkpoints):
@@ -138,3 +137,100 @@ def test_no_argument_scores_with_the_bundled_model_and_zero_shot_only_when_asked
     assert "bpclip-fr" in BPCLIPScore(mode="fr").model_description
     with pytest.raises(CheckpointNotFoundError):
         BPCLIPScore(checkpoint="missing-name")
+
+
+@pytest.mark.parametrize("reduction", ["elementwise_mean", "sum", "none", None])
+def test_reductions_as_in_torchmetrics_ssim(tiny_checkpoints, reduction):
+    path = tiny_checkpoints["nr"]
+    a, b = _images(3, 10), _images(2, 11)
+    expected = _direct_scores(path, torch.cat([a, b]))
+    want = {"elementwise_mean": expected.mean(), "sum": expected.sum(), "none": expected, None: expected}[reduction]
+    metric = BPCLIPScore(checkpoint=path, reduction=reduction)
+    metric.update(a)
+    metric.update(b)
+    assert torch.allclose(metric.compute(), want, atol=1e-4)
+    assert torch.allclose(bpclip_score(torch.cat([a, b]), checkpoint=path, reduction=reduction), want, atol=1e-4)
+    StructuralSimilarityIndexMeasure(reduction=reduction)  # the same names are accepted by the built-in
+
+
+def test_data_range_as_a_min_max_tuple(tiny_checkpoints):
+    path = tiny_checkpoints["nr"]
+    images = _images(2, 12)
+    signed = images * 2 - 1  # in [-1, 1]
+    metric = BPCLIPScore(checkpoint=path, data_range=(-1.0, 1.0), reduction="none")
+    metric.update(signed)
+    expected = _direct_scores(path, images)
+    assert torch.allclose(metric.compute(), expected, atol=1e-4)
+    out_of_range = signed.clone()
+    out_of_range[:, :, :4] = 3.0  # clamped to the range, as SSIM does with a tuple
+    clamped = (out_of_range.clamp(-1, 1) + 1) / 2
+    got = bpclip_score(out_of_range, checkpoint=path, data_range=(-1.0, 1.0), reduction="none")
+    assert torch.allclose(got, _direct_scores(path, clamped), atol=1e-4)
+
+
+@pytest.mark.parametrize("reduction", ["elementwise_mean", "sum", "none"])
+def test_compute_before_update_behaves_as_the_built_ins(tiny_checkpoints, reduction):
+    metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], reduction=reduction)
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        value = metric.compute()
+    if reduction == "elementwise_mean":
+        with pytest.warns(UserWarning, match="before the ``update``"):
+            builtin = StructuralSimilarityIndexMeasure(data_range=1.0).compute()
+        assert torch.isnan(value) and torch.isnan(builtin)
+    elif reduction == "sum":
+        assert float(value) == 0.0
+    else:
+        assert value.shape == (0,)
+    adjectives = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], reduction=reduction, return_adjectives=True)
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert adjectives.compute()["adjectives"] == []
+
+
+def test_plot_with_return_adjectives(tiny_checkpoints):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], return_adjectives=True)
+    values = [metric(_images(2, seed)) for seed in range(3)]
+    assert all(isinstance(v, dict) for v in values)
+    fig, _ = metric.plot(values)
+    assert fig is not None
+    fig, _ = metric.plot()  # compute() gives a dict too
+    assert fig is not None
+    fig, _ = metric.plot(metric.compute())
+    assert fig is not None
+
+
+def test_is_differentiable_and_gradients_flow(tiny_checkpoints):
+    assert BPCLIPScore.is_differentiable is True
+    metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"])
+    x = _images(2, 13).requires_grad_()
+    value = metric(x)  # forward: the batch value keeps the graph, as in torchmetrics' SSIM
+    value.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in metric._engine().model.parameters())  # shared weights stay frozen
+    y = _images(2, 14).requires_grad_()
+    bpclip_score(y, checkpoint=tiny_checkpoints["nr"]).backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+    fr = BPCLIPScore(checkpoint=tiny_checkpoints["fr"])
+    preds, target = _images(2, 15).requires_grad_(), _images(2, 16)
+    fr(preds, target).backward()
+    assert preds.grad.abs().sum() > 0
+    plain = metric(_images(2, 17))  # inputs without grad: the inference path, no graph
+    assert not plain.requires_grad
+
+
+def test_nr_metric_in_a_collection_ignores_the_target_with_one_warning(tiny_checkpoints):
+    path = tiny_checkpoints["nr"]
+    collection = MetricCollection(
+        {"bpclip": BPCLIPScore(checkpoint=path), "ssim": StructuralSimilarityIndexMeasure(data_range=1.0)}
+    )
+    preds, target = _images(2, 18), _images(2, 19)
+    with pytest.warns(UserWarning, match="target passed to it is ignored") as caught:
+        collection(preds, target=target)
+        collection.update(preds, target)
+    assert sum("ignored" in str(w.message) for w in caught) == 1
+    values = collection.compute()
+    assert torch.allclose(values["bpclip"], _direct_scores(path, preds).mean(), atol=1e-5)
+    assert "ssim" in values
