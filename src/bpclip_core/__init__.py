@@ -1,4 +1,10 @@
-"""bpclip_core: the BPCLIP image-quality model, its weights, checkpoints and scoring."""
+"""bpclip_core: the BPCLIP image-quality model, its weights, checkpoints and scoring.
+
+The model classes (``BPCLIP``, ``ModelCard``, ``QualityOutput``) are imported on first use,
+so that importing this package (e.g. for the command's argument parser) does not import torch.
+"""
+
+from typing import TYPE_CHECKING, Any
 
 from .adjectives import DIMENSIONS, PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
 from .config import PRESETS, BPCLIPConfig, ScoreScale, preset
@@ -10,7 +16,9 @@ from .errors import (
     ModeMismatchError,
     WeightsNotFoundError,
 )
-from .model import BPCLIP, ModelCard, QualityOutput
+
+if TYPE_CHECKING:
+    from .model import BPCLIP, ModelCard, QualityOutput
 
 __version__ = "0.1.0"
 
@@ -34,3 +42,15 @@ __all__ = [
     "__version__",
     "preset",
 ]
+
+_LAZY = {"BPCLIP": "model", "ModelCard": "model", "QualityOutput": "model"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from importlib import import_module
+
+        value = getattr(import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

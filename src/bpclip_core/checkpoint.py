@@ -45,8 +45,22 @@ SUFFIX = ".safetensors"
 NO_WEIGHTS_ADVICE = (
     "No official trained BPCLIP weights exist; bpclip bundles its own default models "
     "(bpclip-nr, bpclip-fr) in the package, or train one (bpclip train, or "
-    "bash scripts/train_default_models.sh), or score with the zero-shot CLIP mode (--zero-shot)."
+    "bash scripts/train_default_models.sh)"
 )
+# How each fix is spelled: (as a Python argument, as a command flag); see BPCLIPError.naming_the_fix
+_FIXES = {
+    "checkpoint": ("checkpoint='path/to/model.safetensors'", "--checkpoint path/to/model.safetensors"),
+    "zero_shot": ("zero_shot=True", "--zero-shot"),
+}
+
+
+def _no_weights_advice(mode: str | None) -> str:
+    """What to do when no checkpoint exists; zero-shot CLIP is offered for NR only (it has no FR mode)."""
+    if mode == "fr":
+        return f"{NO_WEIGHTS_ADVICE}."
+    return f"{NO_WEIGHTS_ADVICE}, or score with the zero-shot CLIP mode ($zero_shot)."
+
+
 BUNDLED_DIR = Path(__file__).resolve().parent / "models"
 
 # Sane bounds of a checkpoint's config, checked before any tensor is allocated: a file
@@ -109,8 +123,20 @@ def checkpoint_metadata(model: BPCLIP) -> dict[str, Any]:
     }
 
 
+def new_file_mode() -> int:
+    """The mode a newly created file gets: 0666 less the umask (0644 with the usual 022).
+
+    safetensors and :func:`tempfile.mkstemp` create files 0600; files we write through a
+    temporary name are given this mode instead, as ``open()`` would.
+    """
+    umask = os.umask(0o022)  # reading the umask means setting it; put it straight back
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` atomically (a killed write never leaves a half file)."""
+    """Write ``model`` to ``path`` atomically (a killed write never leaves a half file), with
+    the usual file mode (:func:`new_file_mode`)."""
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
@@ -120,6 +146,7 @@ def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         save_file(tensors, str(partial), metadata=metadata)
+        os.chmod(partial, new_file_mode())
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
@@ -179,7 +206,11 @@ def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = 
             return path
         text = str(checkpoint)
         if path.suffix or os.sep in text or "/" in text:
-            raise CheckpointNotFoundError(f"checkpoint file {str(path)!r} does not exist")
+            raise CheckpointNotFoundError.naming_the_fix(
+                f"checkpoint file {str(path)!r} does not exist; pass $checkpoint with the path of an existing "
+                f"checkpoint file, or the name of one in {str(checkpoint_dir())!r}",
+                **_FIXES,
+            )
         name = text
     else:
         from_env = os.environ.get(CHECKPOINT_ENV)
@@ -188,7 +219,11 @@ def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = 
             _refuse_non_regular(path)
             if path.is_file():
                 return path
-            raise CheckpointNotFoundError(f"{CHECKPOINT_ENV} names {from_env!r}, which does not exist")
+            raise CheckpointNotFoundError.naming_the_fix(
+                f"{CHECKPOINT_ENV} names {from_env!r}, which does not exist; point it at an existing checkpoint "
+                f"file, unset it to use the default model, or pass $checkpoint",
+                **_FIXES,
+            )
         name = default_checkpoint_name(mode)
     cached = checkpoint_dir() / f"{name}{SUFFIX}"
     _refuse_non_regular(cached)
@@ -197,12 +232,13 @@ def resolve_checkpoint(checkpoint: str | Path | None = None, mode: str | None = 
     bundled = bundled_checkpoint(name)
     if bundled is not None:
         return bundled
-    raise CheckpointNotFoundError(
+    raise CheckpointNotFoundError.naming_the_fix(
         f"no BPCLIP checkpoint found: no explicit path was given, {CHECKPOINT_ENV} is "
         f"{'unset' if checkpoint is None and not os.environ.get(CHECKPOINT_ENV) else 'not used'}, "
-        f"{str(cached)!r} does not exist and no bundled model is named {name!r}. Pass a checkpoint path, "
-        f"set {CHECKPOINT_ENV}, or put "
-        f"the file at that place ({HOME_ENV} sets the folder). {NO_WEIGHTS_ADVICE}"
+        f"{str(cached)!r} does not exist and no bundled model is named {name!r}. Pass $checkpoint, "
+        f"set {CHECKPOINT_ENV}, or put the file at that place ({HOME_ENV} sets the folder). "
+        + _no_weights_advice(mode),
+        **_FIXES,
     )
 
 
@@ -224,9 +260,15 @@ def load_checkpoint(
     metadata = read_metadata(path)
     config, card = _config_and_card(path, metadata)
     if mode is not None and config.mode != mode:
-        raise ModeMismatchError(
-            f"{path} is a {config.mode.upper()} checkpoint but {mode.upper()} scoring was asked for; "
-            f"use a {mode.upper()} checkpoint"
+        asked = {"fr": ("reference images or mode='fr'", "--ref"), "nr": ("mode='nr'", "no --ref")}[mode]
+        raise ModeMismatchError.naming_the_fix(
+            f"{path} is a {config.mode.upper()} checkpoint but {mode.upper()} scoring was asked for ($asked); "
+            f"pass $use",
+            asked=asked,
+            use=(
+                f"checkpoint= the path of a {mode.upper()} checkpoint",
+                f"--checkpoint with a {mode.upper()} checkpoint",
+            ),
         )
     _check_tensor_header(path, expected_tensors(config, card))  # before anything is allocated
     try:

@@ -1,5 +1,9 @@
-"""The ``bpclip`` command: ``init-checkpoint``, ``score``, ``info``, and the training commands
-``train``, ``evaluate``, ``splits`` and ``synthesize`` (:mod:`bpclip_core.training.cli`).
+"""The ``bpclip`` command: ``init-checkpoint``, ``score``, ``info``, ``fiftyone install``,
+``pyiqa convert``, and the training commands ``train``, ``evaluate``, ``splits`` and
+``synthesize`` (:mod:`bpclip_core.training.cli`).
+
+Parsing imports no torch: ``--help`` and argument errors answer at once; each command
+imports what it needs when it runs (measured by ``benchmarks/bench_startup.py``).
 
 Exit codes (also in ``bpclip --help``): 0 everything worked; 1 some inputs failed (each
 reported, the rest still scored and written); 2 usage errors (bad arguments, an output that
@@ -15,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import importlib.util
 import json
 import math
 import os
@@ -23,15 +28,15 @@ import tempfile
 import textwrap
 import traceback
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
+# Only light modules here: parsing arguments (--help, usage errors) must not import torch,
+# open_clip or the engine; each command imports what it needs when it runs.
+from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS, PROTOCOLS
 from .config import MODES, PRESETS
-from .engine import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
 from .errors import BPCLIPError
-from .protocol import PROTOCOLS
-from .training.cli import add_training_commands
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_CODES_HELP = (
@@ -106,8 +111,48 @@ def _parser() -> argparse.ArgumentParser:
     install = fiftyone_sub.add_parser("install", help="make the @bpclip/quality plugin visible to FiftyOne")
     install.add_argument("--plugins-dir", help="FiftyOne's plugins folder (default: FIFTYONE_PLUGINS_DIR)")
     install.add_argument("--copy", action="store_true", help="copy the plugin instead of linking it")
-    parser.set_defaults(training_handlers=add_training_commands(sub))
+    pyiqa = sub.add_parser("pyiqa", help="pyiqa integration")
+    pyiqa_sub = pyiqa.add_subparsers(dest="pyiqa_command", required=True)
+    convert = pyiqa_sub.add_parser(
+        "convert",
+        help="turn pyiqa's trainer output (net_*.pth) into a bpclip checkpoint",
+        description="Convert the net_*.pth that pyiqa's trainer wrote for BPCLIPArch into a .safetensors "
+        "checkpoint with its card (read with torch.load(weights_only=True): only tensors, nothing unpickled).",
+    )
+    convert.add_argument("net", type=Path, help="experiments/<name>/models/net_<iter>.pth from pyiqa's trainer")
+    convert.add_argument(
+        "--init", required=True, help="the checkpoint the training started from (network: checkpoint: in the options)"
+    )
+    convert.add_argument("--out", required=True, type=Path, help="checkpoint file to write (.safetensors)")
+    convert.add_argument("--key", help="the state-dict entry to read (default: params_ema if present, else params)")
+    convert.add_argument(
+        "--mos-range",
+        nargs=2,
+        type=float,
+        metavar=("MIN", "MAX"),
+        help="the MOS range the training normalised with (mos_range in the dataset options)",
+    )
+    convert.add_argument("--name", help="the model's name in its card (default: the output file's stem)")
+    parser.set_defaults(training_handlers=_add_training_commands(sub))
     return parser
+
+
+def _add_training_commands(sub: Any) -> dict[str, Callable[[argparse.Namespace], int]]:
+    """The training subcommands, from :mod:`bpclip_core.training.cli` without running its
+    package's ``__init__`` (which imports the trainer and torch); its handlers import the
+    rest of the package when they run."""
+    name = "bpclip_core.training.cli"
+    module = sys.modules.get(name)
+    if module is None:
+        spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name("training") / "cli.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[name]
+            raise
+    return module.add_training_commands(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -122,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "score": _score,
         "info": _info,
         "fiftyone": _fiftyone,
+        "pyiqa": _pyiqa,
         **args.training_handlers,
     }
     try:
@@ -130,7 +176,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bpclip {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (UsageError, BPCLIPError, ValueError) as exc:
-        print(f"bpclip {args.command}: error: {display_line(str(exc))}", file=sys.stderr)
+        message = getattr(exc, "command_message", str(exc))  # the fix named with the command's flags
+        print(f"bpclip {args.command}: error: {display_line(message)}", file=sys.stderr)
         return EXIT_USAGE
     except OutputError as exc:
         print(f"bpclip {args.command}: error: {display_line(str(exc))}", file=sys.stderr)
@@ -278,6 +325,11 @@ class ResultWriter:
         except OSError as exc:
             raise UsageError(f"--output {output} cannot be written: {exc.strerror or exc}") from exc
         self._temp = Path(temp)
+        from .checkpoint import new_file_mode
+
+        # mkstemp makes it 0600: keep the mode of the file it replaces, else the usual one (umask)
+        mode = output.stat().st_mode & 0o7777 if output.exists() else new_file_mode()
+        os.chmod(temp, mode)
         return os.fdopen(fd, "w", encoding="utf-8", newline="")
 
     def _header(self) -> str:
@@ -376,6 +428,14 @@ def _fiftyone(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pyiqa(args: argparse.Namespace) -> int:
+    from bpclip_plugins.pyiqa import convert_pyiqa_checkpoint
+
+    path = convert_pyiqa_checkpoint(args.net, args.init, args.out, args.key, args.mos_range, args.name)
+    print(f"wrote {path} (trained with pyiqa, from {args.net}); score with: bpclip score IMAGES --checkpoint {path}")
+    return EXIT_OK
+
+
 def _info(args: argparse.Namespace) -> int:
     import torch
 
@@ -398,7 +458,7 @@ def _info(args: argparse.Namespace) -> int:
     try:
         path = resolve_checkpoint(args.checkpoint)
     except CheckpointNotFoundError as exc:
-        print(f"checkpoint: none found ({exc})")
+        print(f"checkpoint: none found ({exc.command_message})")
         return EXIT_OK if args.checkpoint is None else EXIT_USAGE
     meta = read_metadata(path)
     config = meta["config"]

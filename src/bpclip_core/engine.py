@@ -31,23 +31,14 @@ from torch.utils.data import DataLoader, Dataset
 
 from .backbone import fold_frozen_batchnorm
 from .checkpoint import load_checkpoint
+from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
 from .errors import BPCLIPError, DeviceError, InputError
 from .explain import explain
 from .images import IMAGE_SUFFIXES, default_max_pixels, find_images, load_image, pil_to_tensor
-from .inputs import check_images
+from .inputs import check_images, check_min_side
 from .model import BPCLIP, QualityOutput
 from .protocol import TestTimeProtocol
 from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-ATTENTION_BACKENDS = ("script", "eager", "compile")
-# TorchScript is the default, chosen by measurement (benchmarks/bench_attention.py, CPU fp32,
-# 384x384, batch 8): run interleaved in one process, scripted and eager attention are equal
-# within noise (eager 1.003x NR, 1.012x FR), so the scripted form costs nothing and needs no
-# compiler at run time; torch.compile was 1.02-1.09x as fast (bench_inference.py) but
-# compiles for tens of seconds per new input shape on CPU, which dominates any run of a few
-# thousand images of mixed sizes.
-DEFAULT_ATTENTION = "script"
 
 
 @dataclass
@@ -176,7 +167,9 @@ def to_image_tensor(
         InputError: an object that is not an image, or values that are not one.
     """
     if isinstance(source, (str, Path)):
-        return load_image(source, min_short_side, max_pixels)
+        image = load_image(source, min_short_side, max_pixels)
+        check_min_side(image, f"{source}: image")  # the error names the file, not "images"
+        return image
     if isinstance(source, torch.Tensor):
         image, scale = _tensor_as_float(source)
     elif isinstance(source, np.ndarray):

@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+from string import Template
+
 
 class BPCLIPError(Exception):
-    """Base class of every error raised by bpclip."""
+    """Base class of every error raised by bpclip.
+
+    ``str(error)`` names the fix from Python (``checkpoint=...``, ``zero_shot=True``);
+    ``command_message`` names it with the ``bpclip`` command's flags (``--checkpoint``,
+    ``--zero-shot``) and is what the command prints.
+    """
+
+    def __init__(self, message: str = "", *, command_message: str | None = None) -> None:
+        super().__init__(message)
+        self.command_message = command_message if command_message is not None else message
+
+    @classmethod
+    def naming_the_fix(cls, template: str, **fixes: tuple[str, str]) -> BPCLIPError:
+        """An error whose ``$name`` placeholders become ``fixes[name][0]`` (the Python argument)
+        in the message and ``fixes[name][1]`` (the command flag) in ``command_message``."""
+        text = Template(template)
+        python = text.safe_substitute({k: v[0] for k, v in fixes.items()})
+        command = text.safe_substitute({k: v[1] for k, v in fixes.items()})
+        return cls(python, command_message=command)
 
 
 class InputError(BPCLIPError, ValueError):

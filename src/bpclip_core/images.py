@@ -67,7 +67,8 @@ def open_regular_file(path: str | Path):
     """Open ``path`` for binary reading, refusing anything but a regular file.
 
     The file is opened without blocking and checked on the open descriptor, so a FIFO is
-    refused instead of waiting forever for a writer, and no rename can slip in between.
+    refused instead of waiting forever for a writer, and no rename can slip in between. An
+    empty (zero-byte) file is refused too, saying so.
     """
     path = Path(path)
     try:
@@ -79,9 +80,11 @@ def open_regular_file(path: str | Path):
     except OSError as exc:
         raise ImageReadError(f"{path}: cannot open: {exc.strerror or exc}") from exc
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            raise ImageReadError(f"{path}: is {file_kind(mode)}, not an image file")
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ImageReadError(f"{path}: is {file_kind(info.st_mode)}, not an image file")
+        if info.st_size == 0:
+            raise ImageReadError(f"{path}: is an empty file (0 bytes), not an image")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")

@@ -32,10 +32,7 @@ def check_images(images: torch.Tensor, name: str = "images", data_range: float =
         )
     if images.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
-    if min(images.shape[-2:]) < MIN_SIDE:
-        raise InputError(
-            f"{name} is {images.shape[-2]}x{images.shape[-1]} px; each side must be at least {MIN_SIDE} px"
-        )
+    check_min_side(images, name)
     if not images.is_floating_point():
         images = images.float()
     values = images.detach()
@@ -49,6 +46,16 @@ def check_images(images: torch.Tensor, name: str = "images", data_range: float =
             f"set data_range to the scale of your images"
         )
     return images / data_range if data_range != 1.0 else images
+
+
+def check_min_side(image: torch.Tensor, name: str) -> None:
+    """Raise :class:`InputError` naming ``name`` (e.g. the file) if a side is below :data:`MIN_SIDE`.
+
+    The size reads width x height, as image tools (and our pixel-limit messages) give it.
+    """
+    height, width = image.shape[-2:]
+    if min(height, width) < MIN_SIDE:
+        raise InputError(f"{name} is {width}x{height} px; each side must be at least {MIN_SIDE} px")
 
 
 def check_pair(

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .choices import PROTOCOLS
 from .errors import InputError
 from .images import resize_short_side
 
-PROTOCOLS = ("resize", "crops", "full")
+__all__ = ["PROTOCOLS", "TestTimeProtocol", "crop_boxes"]
 
 
 @dataclass(frozen=True)

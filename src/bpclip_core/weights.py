@@ -70,11 +70,13 @@ def load_torchvision_weights(arch: str, allow_download: bool = False) -> dict[st
     path = torchvision_weights_path(arch)
     if not path.is_file():
         if not allow_download or hub_offline():
-            raise WeightsNotFoundError(
+            raise WeightsNotFoundError.naming_the_fix(
                 f"ImageNet weights for {arch} not found: expected the file {path.name!r} in the "
                 f"folder {str(path.parent)!r} (torchvision's cache, set by TORCH_HOME). Copy it "
-                f"there, or allow the download (--download / allow_download=True, and unset "
-                f"HF_HUB_OFFLINE); or build an untrained model with random=True."
+                f"there, or allow the download ($download, and unset HF_HUB_OFFLINE); or build an "
+                f"untrained model with random initialisation ($random).",
+                download=("allow_download=True", "--download"),
+                random=("random=True", "--random"),
             )
         url = get_weight(TORCHVISION_WEIGHTS[arch]).url
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,17 +119,14 @@ def clip_weights_path(text_model: str, allow_download: bool = False) -> Path:
         except Exception as exc:  # not cached (offline) or not on the hub: try the next name
             errors.append(f"{filename}: {type(exc).__name__}")
     folder = Path(os.environ.get("HF_HUB_CACHE", HF_HUB_CACHE)) / f"models--{repo.replace('/', '--')}"
-    raise WeightsNotFoundError(
+    raise WeightsNotFoundError.naming_the_fix(
         f"CLIP weights for {text_model} not found: expected {CLIP_WEIGHT_FILES[0]!r} from the hub "
         f"repository {repo!r} in the folder '{folder}/snapshots/<revision>/' (the Hugging "
         f"Face cache, set by HF_HOME). "
-        + (
-            "Downloads were not allowed (pass --download / allow_download=True)."
-            if local_only and not hub_offline()
-            else ""
-        )
+        + ("Downloads were not allowed (pass $download)." if local_only and not hub_offline() else "")
         + (" HF_HUB_OFFLINE is set, so nothing was downloaded." if hub_offline() else "")
-        + f" Tried: {'; '.join(errors)}."
+        + f" Tried: {'; '.join(errors)}.",
+        download=("allow_download=True", "--download"),
     )
 
 

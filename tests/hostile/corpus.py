@@ -119,7 +119,7 @@ def build_image_corpus(folder: Path, fifo: bool = True) -> dict[str, Case]:
         os.mkfifo(folder / "pipe.jpg")
         add("pipe.jpg", folder / "pipe.jpg", "FIFO")
     (folder / "zero.png").write_bytes(b"")
-    add("zero.png", folder / "zero.png", "not an image file")
+    add("zero.png", folder / "zero.png", "is an empty file")
     return cases
 
 
