@@ -1,11 +1,11 @@
 """BPCLIP inside pyiqa: ``pyiqa.create_metric('bpclip')`` (NR), ``'bpclip_fr'`` and
 ``'bpclip_zeroshot'``.
 
-Importing :mod:`bpclip_plugins` registers the architectures in pyiqa's ``ARCH_REGISTRY``
-and adds their entries to pyiqa's default configs (mode, direction, score range). If pyiqa
-is not imported yet, registration waits until it is, so importing bpclip_plugins never
-pays pyiqa's import time. pyiqa's own trainer finds the architectures through the
-``pyiqa.archs`` entry point, which calls :func:`register`.
+The metric names, the architecture and file decoding are registered with pyiqa by
+:mod:`bpclip_plugins.pyiqa_registration` as soon as pyiqa is imported (in any process, through
+the ``bpclip-pyiqa.pth`` start-up hook; also by importing :mod:`bpclip_plugins` and through the
+``pyiqa.archs`` entry point that pyiqa's own trainer uses). This module holds the
+architecture and the conversion of pyiqa's trainer output into a BPCLIP checkpoint.
 
 pyiqa is an optional extra (``pip install bpclip[pyiqa]``, PolyForm Noncommercial licence);
 without it nothing is registered and nothing fails.
@@ -13,9 +13,6 @@ without it nothing is registered and nothing fails.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +20,11 @@ import torch
 from torch import nn
 
 from bpclip_core.engine import QualityEngine, load_quality_model
+from bpclip_core.images import load_image
 
-_registered = False
+from .pyiqa_registration import PYIQA_METRICS, register, register_when_available
+
+__all__ = ["PYIQA_METRICS", "BPCLIPArch", "convert_pyiqa_checkpoint", "register", "register_when_available"]
 
 
 class BPCLIPArch(nn.Module):
@@ -56,77 +56,98 @@ class BPCLIPArch(nn.Module):
         self.engine.device = next(self.model.parameters()).device  # follow .to(device) / .cuda()
         return self
 
+    def load_file_input(self, path: str | Path) -> torch.Tensor:
+        """Decode an image file as the engine does (EXIF orientation, 16-bit, the protocol's
+        reduced JPEG decoding): a (1, 3, H, W) tensor in [0, 1]. pyiqa's ``InferenceModel`` calls
+        this for path inputs instead of its own loader, so files score as in the engine."""
+        decode_side = self.engine.protocol.decode_short_side
+        return load_image(path, decode_side, self.engine.max_pixels).unsqueeze(0)
+
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         output = self.engine.predict(distorted, reference, differentiable=torch.is_grad_enabled())
         return output.score.unsqueeze(1)
 
 
-def _entries() -> dict[str, dict[str, Any]]:
-    return {
-        "bpclip": {
-            "metric_opts": {"type": "BPCLIPArch", "mode": "nr"},
-            "metric_mode": "NR",
-            "lower_better": False,
-            "score_range": "0, 1",
-        },
-        "bpclip_fr": {
-            "metric_opts": {"type": "BPCLIPArch", "mode": "fr"},
-            "metric_mode": "FR",
-            "lower_better": False,
-            "score_range": "0, 1",
-        },
-        "bpclip_zeroshot": {
-            "metric_opts": {"type": "BPCLIPArch", "zero_shot": True},
-            "metric_mode": "NR",
-            "lower_better": False,
-            "score_range": "0, 1",
-        },
-    }
+def convert_pyiqa_checkpoint(
+    net_path: str | Path,
+    init: str | Path,
+    out: str | Path,
+    params_key: str | None = None,
+    mos_range: tuple[float, float] | None = None,
+    name: str | None = None,
+) -> Path:
+    """Turn a ``net_*.pth`` written by pyiqa's trainer for ``BPCLIPArch`` into a BPCLIP checkpoint.
 
+    The ``.pth`` file is read with ``torch.load(weights_only=True)`` (plain tensors only,
+    nothing is unpickled); it holds the weights but no config, so the config, adjectives and
+    prompt template come from ``init``, the BPCLIP checkpoint the training started from
+    (``network: checkpoint:`` in the pyiqa options). The written ``.safetensors`` file scores
+    everywhere a checkpoint does (the command, the engine, torchmetrics, FiftyOne) and its
+    card records the pyiqa origin.
 
-def register() -> None:
-    """Register BPCLIP's architecture and default configs with pyiqa (idempotent)."""
-    global _registered
-    if _registered:
-        return
-    _registered = True
-    from pyiqa.default_model_configs import DEFAULT_CONFIGS
-    from pyiqa.utils.registry import ARCH_REGISTRY
+    Args:
+        net_path: the trainer's ``experiments/<name>/models/net_<iter>.pth``.
+        init: the initial BPCLIP checkpoint of that training (path or cache name).
+        out: the checkpoint file to write.
+        params_key: the state-dict key in the file (default: ``params_ema`` if present, else
+            ``params``, else the file is the state dict itself).
+        mos_range: the (min, max) MOS range the training normalised with (``mos_range`` in the
+            dataset options), so scores map back to MOS; default: the initial card's scale.
+        name: a model name for the card (default: the output file's stem).
 
-    ARCH_REGISTRY.register(BPCLIPArch, override=True)
-    for name, entry in _entries().items():
-        DEFAULT_CONFIGS.setdefault(name, entry)
+    Raises:
+        CheckpointError: the file is not a BPCLIPArch state dict or does not fit ``init``.
+    """
+    import datetime as _dt
 
+    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
+    from bpclip_core.config import ScoreScale
+    from bpclip_core.errors import CheckpointError
 
-class _RegisterOnImport(importlib.abc.MetaPathFinder):
-    """Runs :func:`register` right after pyiqa itself is imported for the first time."""
-
-    def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
-        if name != "pyiqa":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        if spec is None or spec.loader is None:
-            return spec
-        execute = spec.loader.exec_module
-
-        def exec_module(module: Any) -> None:
-            execute(module)
-            register()
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-def register_when_available() -> None:
-    """Register now if pyiqa is imported, later if it is installed but not imported, else never."""
-    if "pyiqa" in sys.modules:
-        if sys.modules["pyiqa"] is not None:  # None: imports of pyiqa are blocked
-            register()
-        return
+    net_path, out = Path(net_path), Path(out)
     try:
-        installed = importlib.util.find_spec("pyiqa") is not None
-    except (ImportError, ValueError):
-        installed = False
-    if installed and not any(isinstance(f, _RegisterOnImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterOnImport())
+        data = torch.load(net_path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"{net_path}: no such file (pass the trainer's net_*.pth)") from None
+    except Exception as exc:
+        raise CheckpointError(
+            f"{net_path}: not a PyTorch file that loads with weights_only=True (only tensors are read): {exc}"
+        ) from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{net_path}: expected a dict of tensors, got {type(data).__name__}")
+    key = params_key or next((k for k in ("params_ema", "params") if k in data), None)
+    if key is not None and key not in data:
+        raise CheckpointError(f"{net_path}: no {key!r} entry (it has {sorted(map(str, data))[:6]})")
+    state = data[key] if key is not None else data
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{net_path}: the {key or 'file'} entry is not a state dict of tensors")
+    prefix = "model."
+    if not any(k.startswith(prefix) for k in state):
+        raise CheckpointError(
+            f"{net_path}: no 'model.*' tensors: not the state of a pyiqa BPCLIPArch network "
+            "(a zero-shot network has no BPCLIP weights to convert)"
+        )
+    tensors = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    model = load_checkpoint(init)
+    try:
+        model.load_state_dict(tensors, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{net_path}: the tensors do not fit the config of {init}: {exc}") from exc
+    for tensor_name, tensor in tensors.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(f"{net_path}: tensor {tensor_name!r} holds NaN or Inf values")
+    card = model.card
+    initial = dict(card.provenance)
+    if mos_range is not None:
+        card.score_scale = ScoreScale(float(mos_range[0]), float(mos_range[1]), card.score_scale.higher_is_better)
+    card.provenance = {
+        "trained": True,
+        "name": name or out.stem,
+        "trainer": "pyiqa (pyiqa.train with BPCLIPArch)",
+        "source": net_path.name,
+        "source_key": key,
+        "initial_checkpoint": Path(str(init)).name,
+        "initial_provenance": initial,
+        "converted": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    return save_checkpoint(model, out)
