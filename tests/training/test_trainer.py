@@ -256,3 +256,20 @@ def test_a_run_killed_with_sigkill_resumes_to_the_uninterrupted_result(small_syn
     with (killed / "log.csv").open() as handle:
         epochs = [int(row["epoch"]) for row in csv.DictReader(handle)]
     assert epochs == [1, 2, 3, 4, 5, 6]  # each epoch logged once, the interrupted one redone
+
+
+def test_partial_files_of_a_killed_run_are_removed_on_resume(small_synthetic_csv, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "run"
+    train(tiny_config(small_synthetic_csv, out, epochs=1))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs
+    stale = out / f".{RESUME_NAME}.{dead.pid}.partial"
+    stale.write_bytes(b"half a checkpoint")
+    (out / ".log.csv.partial").write_text("epoch\n")
+    live = out / f".{RESUME_NAME}.1.partial"  # pid 1 runs: another writer's file is left alone
+    live.write_bytes(b"")
+    train(tiny_config(small_synthetic_csv, out, epochs=2), resume=True)
+    assert not stale.exists() and not (out / ".log.csv.partial").exists() and live.exists()

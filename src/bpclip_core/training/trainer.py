@@ -211,6 +211,29 @@ def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
         partial.unlink(missing_ok=True)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_stale_partials(folder: Path) -> list[Path]:
+    """Delete the partial files a killed run left in ``folder`` (``.resume.pt.<pid>.partial`` of
+    a process that no longer runs, ``.log.csv.partial``); returns what was removed."""
+    removed = []
+    for path in folder.glob(".*.partial"):
+        pid_part = path.name.removesuffix(".partial").rsplit(".", 1)[-1]
+        if pid_part.isdigit() and _pid_alive(int(pid_part)) and int(pid_part) != os.getpid():
+            continue  # a live writer's file
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
 def read_resume_state(path: Path) -> dict[str, Any]:
     """Load a resume checkpoint safely (``weights_only=True``) and check its format."""
     try:
@@ -309,6 +332,9 @@ class Trainer:
 
         config = self.config
         resume_path = self.out_dir / RESUME_NAME
+        if context.is_main and self.out_dir.is_dir():
+            for stale in remove_stale_partials(self.out_dir):
+                self._log(context, f"removed {stale.name}, left by a killed run")
         state = None
         if resume and resume_path.exists():
             state = read_resume_state(resume_path)
