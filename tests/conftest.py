@@ -18,11 +18,56 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TORCH_HOME"] = str(_SESSION_CACHE / "torch")
 os.environ["BPCLIP_HOME"] = str(_SESSION_CACHE / "bpclip")
 os.environ.pop("BPCLIP_CHECKPOINT", None)
-# FiftyOne: its own mongod with a throw-away database, our plugins folder, no telemetry
+# FiftyOne: our plugins folder, no telemetry, and a database of our own (see below)
 os.environ["FIFTYONE_DATABASE_DIR"] = str(_SESSION_CACHE / "fiftyone-db")
 os.environ["FIFTYONE_PLUGINS_DIR"] = str(_SESSION_CACHE / "fiftyone-plugins")
 os.environ["FIFTYONE_DO_NOT_TRACK"] = "true"
 os.environ["FIFTYONE_DATABASE_VALIDATION"] = "false"
+
+
+def _private_mongod() -> None:
+    """Start a mongod of our own on a free local port and point FiftyOne at it.
+
+    FiftyOne otherwise joins any FiftyOne database service already running on the machine,
+    whatever FIFTYONE_DATABASE_DIR says: the tests' datasets would land in another process's
+    database (and theirs in ours). The App server the tests start inherits the URI.
+    """
+    import atexit
+    import importlib.util
+    import socket
+    import subprocess
+    import time
+
+    spec = importlib.util.find_spec("fiftyone")
+    if spec is None or spec.origin is None:
+        return  # no FiftyOne extra: nothing to isolate
+    mongod = Path(spec.origin).parent / "db" / "bin" / "mongod"
+    if not mongod.is_file():
+        return
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    folder = _SESSION_CACHE / "mongod"
+    folder.mkdir()
+    log = open(folder / "mongod.log", "w")  # noqa: SIM115
+    server = subprocess.Popen(
+        [str(mongod), "--dbpath", str(folder), "--port", str(port), "--bind_ip", "127.0.0.1", "--nounixsocket"],
+        stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    atexit.register(lambda: (server.terminate(), server.wait(timeout=30), log.close()))
+    deadline = time.monotonic() + 60
+    while True:
+        with socket.socket() as client:
+            if client.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if server.poll() is not None or time.monotonic() > deadline:
+            tail = (folder / "mongod.log").read_text()[-2000:]
+            raise RuntimeError(f"the tests' private mongod did not start: {tail}")
+        time.sleep(0.1)
+    os.environ["FIFTYONE_DATABASE_URI"] = f"mongodb://127.0.0.1:{port}"
+
+
+_private_mongod()
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

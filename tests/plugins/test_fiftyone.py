@@ -5,12 +5,14 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import numpy as np
 import pytest
+from fiftyone.operators.executor import ExecutionError
 from PIL import Image
 
 from bpclip_plugins.fiftyone import (
     ERROR_TAG,
     QualityTagging,
     band_labels,
+    bands_are_meaningful,
     compute_quality,
     delete_quality_run,
     get_quality_run,
@@ -92,7 +94,8 @@ def test_scores_adjectives_errors_tags_and_run_record(dataset, tiny_checkpoints)
     assert all(len(a) == 3 for a in dataset.match(fo.ViewField("bpclip_score") != None).values("bpclip_adjectives"))  # noqa: E711
     tags = dataset.count_sample_tags()
     assert tags[ERROR_TAG] == 2
-    assert sum(tags.get(f"quality:{b}", 0) for b in ("low", "medium", "high")) == 6
+    # an untrained model scores every image alike: quantile bands would be invented, so none
+    assert not [t for t in tags if t.startswith("quality:")] and "no quality bands" in summary.warnings[0]
     assert sum(n for t, n in tags.items() if t.startswith("adjective:")) == 6
     assert list_quality_runs(dataset) == ["bpclip_score"]
     record = get_quality_run(dataset, "bpclip_score")
@@ -199,3 +202,110 @@ def test_install_command_links_or_copies_the_plugin(tmp_path, capsys):
     assert str(target) in capsys.readouterr().out
     assert main(["fiftyone", "install", "--plugins-dir", str(tmp_path / "plugins"), "--copy"]) == 0
     assert not target.is_symlink() and (target / "__init__.py").is_file()
+
+
+def test_bands_over_tied_scores_are_refused_not_invented():
+    quantiles = QualityTagging()
+    assert not bands_are_meaningful([0.5, 0.5 + 1e-7, None, 0.5], quantiles)
+    assert bands_are_meaningful([0.5, 0.6], quantiles)
+    assert bands_are_meaningful([0.5, 0.5], QualityTagging(bands="thresholds", cut_points=(0.3, 0.6)))
+
+
+def test_each_run_owns_its_tags(dataset, tiny_checkpoints):
+    nr = str(tiny_checkpoints["nr"])
+    thresholds = QualityTagging(bands="thresholds", cut_points=(-10, 10))  # every score is "medium"
+    compute_quality(dataset, checkpoint=nr, tagging=thresholds, num_workers=0)
+    other = compute_quality(dataset, checkpoint=nr, score_field="second_score", adjectives_field="second_adj",
+                            tagging=thresholds, num_workers=0)  # fmt: skip
+    tags = dataset.count_sample_tags()
+    assert tags["quality:medium"] == 6 and tags["second_score/quality:medium"] == 6
+    assert tags[ERROR_TAG] == 2 and tags["second_score/" + ERROR_TAG] == 2
+    assert set(other.tags) <= {t for t in tags if t.startswith("second_score/")}
+    # a rerun of the first run replaces only its own tags
+    compute_quality(dataset, checkpoint=nr, overwrite=True, tagging=QualityTagging(bands="none"), num_workers=0)
+    tags = dataset.count_sample_tags()
+    assert "quality:medium" not in tags and tags["second_score/quality:medium"] == 6
+    delete_quality_run(dataset, "bpclip_score")
+    tags = dataset.count_sample_tags()
+    assert not [t for t in tags if not t.startswith("second_score/")]  # the first run's tags are gone ...
+    assert tags["second_score/quality:medium"] == 6 and tags["second_score/" + ERROR_TAG] == 2  # ... the other's stay
+    with pytest.raises(ValueError, match="tag prefix"):
+        compute_quality(dataset, checkpoint=nr, score_field="third", tag_prefix="second_score/", num_workers=0)
+
+
+def test_results_are_keyed_to_their_sample_when_a_filepath_is_a_folder(dataset, tiny_checkpoints, tmp_path):
+    from bpclip_core.engine import QualityEngine, load_quality_model
+
+    folder = tmp_path / "a-folder.png"  # FiftyOne takes the media type from the name
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    for i in range(3):  # a folder of images: expanding it would shift every later result
+        Image.fromarray(rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(folder / f"inner{i}.png")
+    first = dataset.first()
+    dataset.add_sample(fo.Sample(filepath=str(folder)))
+    summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), batch_size=2, num_workers=0)
+    assert (summary.scored, summary.failed) == (6, 3)
+    errors = _by_name(dataset, "bpclip_score_error")
+    assert "is a folder" in errors["a-folder.png"] and _by_name(dataset, "bpclip_score")["a-folder.png"] is None
+    engine = QualityEngine(load_quality_model(tiny_checkpoints["nr"]), device="cpu", num_workers=0)
+    for sample in dataset.match(fo.ViewField("bpclip_score") != None):  # noqa: E711
+        assert sample["bpclip_score"] == pytest.approx(engine.score([sample.filepath])[0].score, abs=1e-6)
+    assert first.id in dataset.match(fo.ViewField("bpclip_score") != None).values("id")  # noqa: E711
+
+
+def test_the_error_field_appears_only_when_something_failed(dataset, tiny_checkpoints):
+    good = dataset.match(fo.ViewField("filepath").contains_str("good"))
+    summary = compute_quality(good, checkpoint=str(tiny_checkpoints["nr"]), num_workers=0)
+    assert summary.failed == 0 and "bpclip_score_error" not in dataset.get_field_schema()
+    assert ERROR_TAG not in dataset.count_sample_tags()
+    compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), num_workers=0)  # the rest: two fail
+    assert sum(e is not None for e in dataset.values("bpclip_score_error")) == 2
+
+
+def test_a_failure_during_a_run_marks_it_failed(dataset, tiny_checkpoints, monkeypatch):
+    from bpclip_core.engine import QualityEngine
+
+    def broken(self, *args, **kwargs):
+        raise RuntimeError("the card fell out")
+        yield  # pragma: no cover
+
+    monkeypatch.setattr(QualityEngine, "iter_scores", broken)
+    with pytest.raises(RuntimeError, match="fell out"):
+        compute_quality(dataset, checkpoint=str(tiny_checkpoints["nr"]), num_workers=0)
+    record = get_quality_run(dataset, "bpclip_score")
+    assert record["status"] == "failed" and "fell out" in record["parameters"]["failure"]
+
+
+def test_the_form_refuses_what_would_fail_and_names_the_reason(dataset, tiny_checkpoints, tmp_path):
+    install_plugin()
+    dataset.set_values("reference", dataset.values("filepath"))
+    dataset.set_values("weight", [1.0] * len(dataset))
+
+    def refusal(params) -> str:
+        with pytest.raises(ExecutionError, match="Validation error") as refused:
+            foo.execute_operator(URI, ctx={"dataset": dataset, "params": params})
+        return str(refused.value)
+
+    assert "Path: checkpoint" in (reason := refusal({"checkpoint": str(tmp_path / "nowhere.safetensors")}))
+    assert "nowhere.safetensors" in reason and "does not exist" in reason
+    assert "is a FR checkpoint; the form asks for NR" in refusal({"checkpoint": str(tiny_checkpoints["fr"])})
+    # a float field is no reference path: not even offered
+    fr_form = {"mode": "fr", "checkpoint": str(tiny_checkpoints["fr"]), "reference_field": "weight"}
+    assert "reference_field" in refusal(fr_form)
+    dataset.set_values("bpclip_score", [0.5] * len(dataset))
+    assert "already exists" in refusal({"checkpoint": str(tiny_checkpoints["nr"])})
+    assert "bpclip_score_error" not in dataset.get_field_schema()  # nothing ran
+
+
+def test_the_reference_dropdown_lists_only_path_fields(dataset):
+    from bpclip_plugins.fiftyone.plugin import _path_fields
+
+    dataset.set_values("reference", dataset.values("filepath"))
+    dataset.set_values("weight", [1.0] * len(dataset))
+
+    class Context:
+        pass
+
+    ctx = Context()
+    ctx.dataset = dataset
+    assert _path_fields(ctx) == ["reference"]

@@ -29,9 +29,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def app_server(app_dataset, tiny_checkpoints, tmp_path):  # the dataset first: this process starts mongod
+def app_server(app_dataset, tmp_path):  # the dataset first: this process starts mongod
+    yield from _serve(tmp_path)  # the bundled default model: real, distinct scores to band
+
+
+@pytest.fixture
+def broken_app_server(app_dataset, tmp_path):
+    """An App whose default model cannot load: BPCLIP_CHECKPOINT names a missing file."""
+    yield from _serve(tmp_path, BPCLIP_CHECKPOINT=str(tmp_path / "gone.safetensors"))
+
+
+def _serve(tmp_path, **environment):
     port = _free_port()
-    env = dict(os.environ, BPCLIP_CHECKPOINT=str(tiny_checkpoints["nr"]))
+    env = dict(os.environ, **environment)
     log = open(tmp_path / "server.log", "w")  # noqa: SIM115
     server = subprocess.Popen(
         [sys.executable, "-m", "fiftyone.server.main", "--address", "127.0.0.1", "--port", str(port)],
@@ -76,30 +86,58 @@ def app_dataset(tmp_path):
     ds.delete()
 
 
+def _open_operator(playwright, url: str, dataset_name: str):
+    """Chromium on the dataset's page with the BPCLIP operator's form open: (browser, page)."""
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM,
+        args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+              "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    )  # fmt: skip
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{url}/datasets/{dataset_name}", wait_until="load", timeout=120_000)
+    page.locator('[data-cy="action-browse-operations"]').first.wait_for(timeout=90_000)
+    dismiss = page.get_by_role("button", name="Dismiss")  # the App's promotional pop-up
+    if dismiss.count():
+        dismiss.first.click()
+    page.locator('[data-cy="action-browse-operations"]').first.click(timeout=30_000)
+    page.locator('[data-cy="operators-browser-search"]').fill("BPCLIP")
+    page.get_by_text("BPCLIP: compute image quality").first.click(timeout=30_000)
+    page.get_by_text("Quality bands").first.wait_for(timeout=30_000)
+    return browser, page
+
+
+def test_a_run_that_cannot_work_says_why_in_the_app(app_dataset, broken_app_server):
+    from playwright.sync_api import sync_playwright
+
+    install_plugin()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser, page = _open_operator(playwright, broken_app_server, app_dataset.name)
+        try:
+            page.get_by_text("gone.safetensors", exact=False).first.wait_for(timeout=60_000)  # under the field
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-form-error.png"))
+            execute = page.get_by_role("button", name="Execute")
+            if execute.count() and execute.first.is_enabled():
+                execute.first.click(timeout=10_000)
+        finally:
+            browser.close()
+    app_dataset.reload()
+    assert "bpclip_score" not in app_dataset.get_field_schema()  # nothing ran, nothing half-written
+
+
 def test_operator_from_the_app(app_dataset, app_server):
     from playwright.sync_api import sync_playwright
 
     install_plugin()
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-        )  # fmt: skip
-        page = browser.new_page(viewport={"width": 1400, "height": 900})
-        page.goto(f"{app_server}/datasets/{app_dataset.name}", wait_until="load", timeout=120_000)
-        page.locator('[data-cy="action-browse-operations"]').first.wait_for(timeout=90_000)
-        dismiss = page.get_by_role("button", name="Dismiss")  # the App's promotional pop-up
-        if dismiss.count():
-            dismiss.first.click()
-        page.locator('[data-cy="action-browse-operations"]').first.click(timeout=30_000)
-        page.locator('[data-cy="operators-browser-search"]').fill("BPCLIP")
-        page.get_by_text("BPCLIP: compute image quality").first.click(timeout=30_000)
-        page.get_by_text("Quality bands").first.wait_for(timeout=30_000)
+        browser, page = _open_operator(playwright, app_server, app_dataset.name)
         page.screenshot(path=str(ARTIFACTS / "fiftyone-operator-form.png"))
         try:
             page.get_by_role("button", name="Execute").click(timeout=60_000)
+            # the outcome is said in the App: which model, how many scored
+            page.get_by_text("4 scored, 0 failed", exact=False).first.wait_for(timeout=180_000)
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-run-notice.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "fiftyone-app-failure.png"))
             raise

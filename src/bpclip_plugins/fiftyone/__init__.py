@@ -5,8 +5,14 @@ Use it from a notebook (:func:`compute_quality`) or from the App through the plu
 ``bpclip fiftyone install``). Both run the same code:
 
 - scores go to ``score_field`` (normalised quality, 1 = best), the top-k adjectives to
-  ``adjectives_field``, and the reason of any failure to ``<score_field>_error`` with the
-  tag ``bpclip:error`` (the rest are still scored);
+  ``adjectives_field``, and the reason of any failure to ``<score_field>_error`` (a field
+  made only when something failed) with the tag ``bpclip:error`` (the rest are still scored);
+- each run owns its tags: the default run's read ``quality:low``, ``adjective:blurry`` and
+  ``bpclip:error``; a run with another score field prefixes them with its tag prefix
+  (default: the score field, e.g. ``sharp_score/quality:low``), so a rerun replaces, and
+  deleting a run removes, only its own tags;
+- results are keyed to the sample they came from: a sample whose filepath is not a file
+  (a folder, a missing path) is that sample's error;
 - results are written in bulk every few batches, so a run killed half-way keeps what it
   wrote, and a rerun scores only the samples still without a score (unless ``overwrite``);
 - fields that exist and were not written by a bpclip run are never overwritten unless asked;
@@ -77,9 +83,34 @@ def band_labels(scores: list[float], tagging: QualityTagging) -> list[str | None
     return [None if s is None else tagging.labels[int(np.searchsorted(cuts, s, side="right"))] for s in scores]
 
 
+TIE_TOLERANCE = 1e-6  # quantile bands need scores that differ by more than this
+
+
+def bands_are_meaningful(scores: list[float | None], tagging: QualityTagging) -> bool:
+    """False for quantile bands over scores that all tie (within ``TIE_TOLERANCE``)."""
+    valid = [s for s in scores if s is not None]
+    return tagging.bands != "quantiles" or (len(valid) > 1 and max(valid) - min(valid) > TIE_TOLERANCE)
+
+
+def default_tag_prefix(score_field: str) -> str:
+    """The tag prefix of a run: none for the default score field, else ``<score_field>/``."""
+    return "" if score_field == "bpclip_score" else f"{score_field}/"
+
+
+def run_tags(prefix: str) -> tuple[str, str, str]:
+    """(quality band tag prefix, adjective tag prefix, error tag) of a run with ``prefix``."""
+    return prefix + QUALITY_TAG_PREFIX, prefix + ADJECTIVE_TAG_PREFIX, prefix + ERROR_TAG
+
+
+def owned_tags(tags: list[str], prefix: str) -> list[str]:
+    """The tags among ``tags`` that a run with ``prefix`` wrote."""
+    quality, adjective, error = run_tags(prefix)
+    return [t for t in tags if t.startswith((quality, adjective)) or t == error]
+
+
 @dataclass
 class QualityRunSummary:
-    """What a run did: counts and where results went."""
+    """What a run did: counts, where results went and what to know about them."""
 
     run_key: str
     model: str
@@ -89,6 +120,7 @@ class QualityRunSummary:
     skipped: int
     fields: dict[str, str] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,30 +169,20 @@ def iter_compute_quality(
     run_key: str | None = None,
     write_every: int = 4,
     num_workers: int | None = None,
+    tag_prefix: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """:func:`compute_quality` as a generator of progress updates ``{"progress", "label"}``.
 
-    Its return value (``StopIteration.value``) is the :class:`QualityRunSummary`.
+    Its return value (``StopIteration.value``) is the :class:`QualityRunSummary`. A failure
+    after the run was recorded marks the run ``failed`` (with the reason) and is re-raised.
     """
-    import fiftyone as fo
-
     tagging = tagging or QualityTagging()
-    if mode not in ("nr", "fr"):
-        raise ValueError(f"mode must be 'nr' or 'fr', got {mode!r}")
-    if mode == "fr" and not reference_field:
-        raise ValueError("full-reference scoring needs reference_field: the field holding each reference image path")
-    if zero_shot and mode == "fr":
-        raise ValueError("zero-shot CLIP is no-reference only; FR scoring needs a BPCLIP FR checkpoint")
     dataset = samples._dataset
     run_key = run_key or score_field
-    if not run_key.isidentifier():
-        raise ValueError(f"run key {run_key!r} must be a valid Python identifier")
-    error_field = f"{score_field}_error"
-    fields = [score_field, adjectives_field, error_field]
-    _check_fields(dataset, fields, run_key, overwrite)
-    if mode == "fr" and reference_field not in dataset.get_field_schema():
-        raise ValueError(f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}")
-
+    prefix = default_tag_prefix(score_field) if tag_prefix is None else tag_prefix
+    fields = check_run_options(
+        dataset, checkpoint, zero_shot, mode, reference_field, score_field, adjectives_field, run_key, prefix, overwrite
+    )
     engine = shared_engine(
         checkpoint, zero_shot, mode, device=device, batch_size=batch_size,
         top_k=top_k, num_workers=num_workers,
@@ -168,104 +190,201 @@ def iter_compute_quality(
     parameters = {
         "checkpoint": checkpoint, "zero_shot": zero_shot, "mode": mode, "reference_field": reference_field,
         "top_k": top_k, "tagging": asdict(tagging), "batch_size": batch_size, "device": str(engine.device),
-        "overwrite": overwrite,
+        "overwrite": overwrite, "tag_prefix": prefix,
     }  # fmt: skip
     config = dataset.init_run(
         method=RUN_METHOD, model=engine.description, fields=fields, parameters=parameters, status="running"
     )
     dataset.register_run(run_key, config, overwrite=True)
-    for name, kind in ((score_field, fo.FloatField), (error_field, fo.StringField)):
-        if name not in dataset.get_field_schema():
-            dataset.add_sample_field(name, kind)
-    if adjectives_field not in dataset.get_field_schema():
-        dataset.add_sample_field(adjectives_field, fo.ListField, subfield=fo.StringField)
-
-    total = len(samples)
-    todo = samples if overwrite or score_field not in samples.get_field_schema() else samples.exists(score_field, False)
-    ids = todo.values("id")
-    paths = todo.values("filepath")
-    references = todo.values(reference_field) if mode == "fr" else None
-    skipped = total - len(ids)
-    scored = failed = 0
-    pending: dict[str, dict[str, Any]] = {score_field: {}, adjectives_field: {}, error_field: {}}
-
-    def flush() -> None:
-        for name, values in pending.items():
-            if values:
-                dataset.set_values(name, values, key_field="id")
-                values.clear()
-
-    yield {"progress": 0.0, "label": f"BPCLIP: scoring {len(ids)} of {total} samples ({skipped} already scored)"}
-    if ids:
-        if references is not None:
-            references = [r if r and os.path.isfile(r) else None for r in references]
-        try:
-            chunks = engine.iter_scores(paths, references)
-            for index_chunk, (_, chunk) in enumerate(chunks, start=1):
-                for index, result in chunk:
-                    sample_id = ids[index]
-                    if result.error is not None:
-                        failed += 1
-                        message = result.error
-                        if references is not None and references[index] is None:
-                            message = f"no reference image (field {reference_field!r} is empty or the file is missing)"
-                    else:
-                        scored += 1
-                        message = None
-                    pending[score_field][sample_id] = result.score
-                    pending[adjectives_field][sample_id] = [w for w, _ in result.top_adjectives] or None
-                    pending[error_field][sample_id] = message
-                if index_chunk % write_every == 0:
-                    flush()  # a few bulk writes every `write_every` batches: at most one per batch
-                done = scored + failed
-                yield {"progress": done / len(ids), "label": f"BPCLIP: scored {done}/{len(ids)}"}
-        except InputError as exc:  # e.g. no sample has a reference image
-            for sample_id in ids:
-                if sample_id not in pending[score_field]:
-                    pending[score_field][sample_id] = None
-                    pending[error_field][sample_id] = str(exc)
-                    failed += 1
-        flush()
-
-    tags = _retag(samples, score_field, adjectives_field, error_field, tagging)
-    summary = QualityRunSummary(
-        run_key, engine.description, total, scored, failed, skipped,
-        {"score": score_field, "adjectives": adjectives_field, "error": error_field}, tags,
-    )  # fmt: skip
+    try:
+        summary = yield from _score_and_tag(
+            samples, engine, run_key, mode, reference_field, fields, tagging, prefix, overwrite, write_every
+        )
+    except BaseException as exc:
+        config.status = "interrupted" if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else "failed"
+        config.parameters = {**config.parameters, "failure": f"{type(exc).__name__}: {exc}"}
+        dataset.update_run_config(run_key, config)
+        raise
     config.status = "completed"
     dataset.update_run_config(run_key, config)
     results = dataset.init_run_results(
         run_key, summary=summary.to_dict(), finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     dataset.save_run_results(run_key, results, overwrite=True)
-    yield {"progress": 1.0, "label": f"BPCLIP: {scored} scored, {failed} failed, {skipped} skipped"}
+    done = f"BPCLIP: {summary.scored} scored, {summary.failed} failed, {summary.skipped} skipped"
+    yield {"progress": 1.0, "label": done}
     return summary
 
 
-def _retag(samples: Any, score_field: str, adjectives_field: str, error_field: str, tagging: QualityTagging) -> dict:
-    """Replace this view's bpclip tags: quality bands, dominant adjectives and errors."""
-    ours = [
-        t
-        for t in samples.distinct("tags")
-        if t.startswith((QUALITY_TAG_PREFIX, ADJECTIVE_TAG_PREFIX)) or t == ERROR_TAG
-    ]
+def check_run_options(
+    dataset: Any,
+    checkpoint: str | None,
+    zero_shot: bool,
+    mode: str,
+    reference_field: str | None,
+    score_field: str,
+    adjectives_field: str,
+    run_key: str,
+    tag_prefix: str,
+    overwrite: bool,
+) -> list[str]:
+    """Everything about a run that can be refused before any work; returns its fields.
+
+    Raises ValueError with the reason (the App shows it under the form's field).
+    """
+    if mode not in ("nr", "fr"):
+        raise ValueError(f"mode must be 'nr' or 'fr', got {mode!r}")
+    if mode == "fr" and not reference_field:
+        raise ValueError("full-reference scoring needs reference_field: the field holding each reference image path")
+    if zero_shot and mode == "fr":
+        raise ValueError("zero-shot CLIP is no-reference only; FR scoring needs a BPCLIP FR checkpoint")
+    if not run_key.isidentifier():
+        raise ValueError(f"run key {run_key!r} must be a valid Python identifier")
+    fields = [score_field, adjectives_field, f"{score_field}_error"]
+    _check_fields(dataset, fields, run_key, overwrite)
+    if mode == "fr" and reference_field not in dataset.get_field_schema():
+        raise ValueError(f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}")
+    for other in _bpclip_runs(dataset):
+        other_prefix = dataset.get_run_info(other).config.parameters.get("tag_prefix", "")
+        if other != run_key and other_prefix == tag_prefix:
+            raise ValueError(
+                f"bpclip run {other!r} already tags with the prefix {tag_prefix!r}; choose another tag prefix"
+            )
+    return fields
+
+
+def _file_or_none(path: Any) -> str | None:
+    return path if isinstance(path, str) and path and os.path.isfile(path) else None
+
+
+def _score_and_tag(
+    samples: Any,
+    engine: Any,
+    run_key: str,
+    mode: str,
+    reference_field: str | None,
+    fields: list[str],
+    tagging: QualityTagging,
+    prefix: str,
+    overwrite: bool,
+    write_every: int,
+) -> Iterator[dict[str, Any]]:
+    """Score the samples still to do, write results keyed by sample id, retag; returns the summary."""
+    import fiftyone as fo
+
+    dataset = samples._dataset
+    score_field, adjectives_field, error_field = fields
+    if score_field not in dataset.get_field_schema():
+        dataset.add_sample_field(score_field, fo.FloatField)
+    if adjectives_field not in dataset.get_field_schema():
+        dataset.add_sample_field(adjectives_field, fo.ListField, subfield=fo.StringField)
+
+    total = len(samples)
+    todo = samples if overwrite or score_field not in samples.get_field_schema() else samples.exists(score_field, False)
+    ids, paths = todo.values(["id", "filepath"])
+    references = todo.values(reference_field) if mode == "fr" else None
+    skipped = total - len(ids)
+    pending: dict[str, dict[str, Any]] = {score_field: {}, adjectives_field: {}, error_field: {}}
+    errors: dict[str, str] = {}  # sample id -> reason, not yet written
+    failed: set[str] = set()
+
+    def fail(sample_id: str, reason: str) -> None:
+        failed.add(sample_id)
+        errors[sample_id] = reason
+        pending[score_field][sample_id] = None
+        pending[adjectives_field][sample_id] = None
+
+    # only regular files reach the engine (a folder would expand into many images): one input per sample
+    runnable = []
+    for position, (sample_id, path) in enumerate(zip(ids, paths)):
+        if _file_or_none(path) is None:
+            if isinstance(path, str) and os.path.isdir(path):
+                fail(sample_id, f"filepath {path!r} is a folder, not an image file")
+            elif isinstance(path, str) and os.path.exists(path):
+                fail(sample_id, f"filepath {path!r} is not a regular file")
+            else:
+                fail(sample_id, f"no such file: {path!r}")
+        elif references is not None and _file_or_none(references[position]) is None:
+            fail(sample_id, f"no reference image (field {reference_field!r} is empty or the file is missing)")
+        else:
+            runnable.append(position)
+
+    def flush() -> None:
+        if errors and error_field not in dataset.get_field_schema():
+            dataset.add_sample_field(error_field, fo.StringField)  # made only when something failed
+        pending[error_field].update(errors)
+        errors.clear()
+        for name, values in pending.items():
+            if values and (name != error_field or name in dataset.get_field_schema()):
+                dataset.set_values(name, values, key_field="id")
+            values.clear()
+
+    if error_field in dataset.get_field_schema():  # a rerun clears the reasons of what it scores now
+        pending[error_field].update({sample_id: None for sample_id in ids})
+    yield {"progress": 0.0, "label": f"BPCLIP: scoring {len(ids)} of {total} samples ({skipped} already scored)"}
+    done = len(ids) - len(runnable)
+    if runnable:
+        run_paths = [paths[p] for p in runnable]
+        run_refs = [references[p] for p in runnable] if references is not None else None
+        try:
+            for index_chunk, (count, chunk) in enumerate(engine.iter_scores(run_paths, run_refs), start=1):
+                if count != len(runnable):  # never map results by a position that shifted
+                    raise RuntimeError(f"the engine expanded {len(runnable)} sample files into {count} inputs")
+                for index, result in chunk:
+                    sample_id = ids[runnable[index]]
+                    if result.error is not None:
+                        fail(sample_id, result.error)
+                    else:
+                        pending[score_field][sample_id] = result.score
+                        pending[adjectives_field][sample_id] = [w for w, _ in result.top_adjectives] or None
+                    done += 1
+                if index_chunk % write_every == 0:
+                    flush()  # a few bulk writes every `write_every` batches: at most one per batch
+                yield {"progress": done / len(ids), "label": f"BPCLIP: scored {done}/{len(ids)}"}
+        except InputError as exc:  # e.g. no sample has a reference image
+            for position in runnable[done - (len(ids) - len(runnable)) :]:
+                fail(ids[position], str(exc))
+    flush()
+
+    tags, warnings = _retag(samples, fields, tagging, prefix)
+    return QualityRunSummary(
+        run_key, engine.description, total, len(ids) - len(failed), len(failed), skipped,
+        {"score": score_field, "adjectives": adjectives_field, "error": error_field}, tags, warnings,
+    )  # fmt: skip
+
+
+def _retag(samples: Any, fields: list[str], tagging: QualityTagging, prefix: str) -> tuple[dict, list[str]]:
+    """Replace this run's tags in the view (quality bands, dominant adjectives, errors); other
+    runs' tags stay. Returns the tag counts and any warnings."""
+    score_field, adjectives_field, error_field = fields
+    ours = owned_tags(samples.distinct("tags"), prefix)
     if ours:
         samples.untag_samples(ours)
-    ids, scores, adjectives, errors = samples.values(["id", score_field, adjectives_field, error_field])
+    quality_tag, adjective_tag, error_tag = run_tags(prefix)
+    ids, scores, adjectives = samples.values(["id", score_field, adjectives_field])
+    has_errors = error_field in samples._dataset.get_field_schema()
+    errors = samples.values(error_field) if has_errors else [None] * len(ids)
     groups: dict[str, list[str]] = defaultdict(list)
-    for sample_id, label in zip(ids, band_labels(scores, tagging)):
-        if label is not None:
-            groups[QUALITY_TAG_PREFIX + label].append(sample_id)
+    warnings = []
+    if bands_are_meaningful(scores, tagging):
+        for sample_id, label in zip(ids, band_labels(scores, tagging)):
+            if label is not None:
+                groups[quality_tag + label].append(sample_id)
+    else:
+        warnings.append(
+            f"no quality bands: all scores are equal within {TIE_TOLERANCE:g}, so quantiles cannot separate them "
+            "(is the model trained? see the run's model)"
+        )
     if tagging.tag_adjectives:
         for sample_id, words in zip(ids, adjectives):
             if words:
-                groups[ADJECTIVE_TAG_PREFIX + words[0]].append(sample_id)
+                groups[adjective_tag + words[0]].append(sample_id)
     for sample_id, error in zip(ids, errors):
         if error:
-            groups[ERROR_TAG].append(sample_id)
+            groups[error_tag].append(sample_id)
     for tag, tagged in groups.items():  # one bulk write per tag
         samples.select(tagged).tag_samples(tag)
-    return {tag: len(tagged) for tag, tagged in sorted(groups.items())}
+    return {tag: len(tagged) for tag, tagged in sorted(groups.items())}, warnings
 
 
 def compute_quality(
@@ -278,7 +397,7 @@ def compute_quality(
         progress: True for a progress bar, or a callback receiving ``{"progress", "label"}``.
         **options: see :func:`iter_compute_quality` (checkpoint, zero_shot, mode,
             reference_field, score_field, adjectives_field, top_k, tagging, batch_size,
-            device, overwrite, run_key).
+            device, overwrite, run_key, tag_prefix).
     """
     steps = iter_compute_quality(samples, **options)
     bar = None
@@ -321,14 +440,15 @@ def get_quality_run(dataset: Any, run_key: str) -> dict[str, Any]:
 
 
 def delete_quality_run(dataset: Any, run_key: str, delete_fields: bool = True) -> None:
-    """Delete a run record and (by default) the fields and tags it wrote."""
+    """Delete a run record and (by default) the fields and tags it wrote; other runs' stay."""
     record = get_quality_run(dataset, run_key)
     if delete_fields:
         for name in record["fields"]:
             if name in dataset.get_field_schema():
                 dataset.delete_sample_field(name)
-        ours = [t for t in dataset.distinct("tags") if t.startswith((QUALITY_TAG_PREFIX, ADJECTIVE_TAG_PREFIX))]
-        dataset.untag_samples([*ours, ERROR_TAG])
+        ours = owned_tags(dataset.distinct("tags"), record["parameters"].get("tag_prefix", ""))
+        if ours:
+            dataset.untag_samples(ours)
     dataset.delete_run(run_key)
 
 

@@ -11,7 +11,13 @@ from typing import Any
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from bpclip_plugins.fiftyone import BANDS, QualityTagging, iter_compute_quality
+from bpclip_plugins.fiftyone import (
+    BANDS,
+    QualityTagging,
+    check_run_options,
+    default_tag_prefix,
+    iter_compute_quality,
+)
 
 
 def options_from_params(params: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +44,57 @@ def options_from_params(params: dict[str, Any]) -> dict[str, Any]:
         "batch_size": int(params.get("batch_size", 8)),
         "device": params.get("device") or "auto",
         "overwrite": bool(params.get("overwrite", False)),
+        "tag_prefix": params.get("tag_prefix") or None,
     }  # fmt: skip
+
+
+def form_problem(ctx: Any) -> tuple[str, str] | None:
+    """(form field, reason) of the first problem that would stop a run, or None.
+
+    Checked while the form is filled in, so the App shows the reason under the field and
+    keeps Execute disabled, instead of a run that fails out of sight.
+    """
+    from bpclip_core.checkpoint import read_metadata, resolve_checkpoint
+
+    try:
+        options = options_from_params(ctx.params)
+    except ValueError as exc:
+        return "cut_points", str(exc)
+    if ctx.dataset is None:
+        return None
+    if not options["zero_shot"]:
+        try:
+            path = resolve_checkpoint(options["checkpoint"], options["mode"])
+            stored_mode = read_metadata(path).get("config", {}).get("mode", options["mode"])
+        except Exception as exc:  # any reason the model cannot be loaded is the form's to show
+            return "checkpoint", f"{type(exc).__name__}: {exc}"
+        if stored_mode != options["mode"]:
+            asked = options["mode"].upper()
+            return "checkpoint", f"{path} is a {stored_mode.upper()} checkpoint; the form asks for {asked}"
+    prefix = options["tag_prefix"]
+    try:
+        check_run_options(
+            ctx.dataset, options["checkpoint"], options["zero_shot"], options["mode"], options["reference_field"],
+            options["score_field"], options["adjectives_field"], options["score_field"],
+            default_tag_prefix(options["score_field"]) if prefix is None else prefix, options["overwrite"],
+        )  # fmt: skip
+    except ValueError as exc:
+        text = str(exc)
+        for name in ("reference_field", "tag prefix", "score_field", "adjectives_field"):
+            if name.replace("_", " ") in text.replace("_", " "):
+                return name.replace(" ", "_"), text
+        return "score_field", text
+    return None
+
+
+def _path_fields(ctx: Any) -> list[str]:
+    """The dataset's string fields other than ``filepath``: candidates for reference paths."""
+    import fiftyone as fo
+
+    if ctx.dataset is None:
+        return []
+    schema = ctx.dataset.get_field_schema()
+    return sorted(name for name, kind in schema.items() if isinstance(kind, fo.StringField) and name != "filepath")
 
 
 class ComputeQuality(foo.Operator):
@@ -57,6 +113,10 @@ class ComputeQuality(foo.Operator):
         )
 
     def resolve_input(self, ctx: Any) -> types.Property:
+        problem = form_problem(ctx)
+        invalid: dict[str, dict[str, Any]] = {}
+        if problem is not None:
+            invalid[problem[0]] = {"invalid": True, "error_message": problem[1]}
         inputs = types.Object()
         inputs.view_target(ctx)
         modes = types.RadioGroup()
@@ -64,12 +124,11 @@ class ComputeQuality(foo.Operator):
         modes.add_choice("fr", label="Full-reference")
         inputs.enum("mode", modes.values(), default="nr", label="Mode", view=modes)
         if ctx.params.get("mode", "nr") == "fr":
-            schema = ctx.dataset.get_field_schema() if ctx.dataset is not None else {}
             fields = types.Dropdown()
-            for name in sorted(schema):
+            for name in _path_fields(ctx):  # reference paths are strings
                 fields.add_choice(name, label=name)
             inputs.enum("reference_field", fields.values(), required=True, label="Reference image path field",
-                        view=fields)  # fmt: skip
+                        view=fields, **invalid.get("reference_field", {}))  # fmt: skip
         models = types.RadioGroup()
         models.add_choice("checkpoint", label="BPCLIP checkpoint (default: the bundled model)")
         models.add_choice("zero_shot", label="Zero-shot CLIP (no trained head)")
@@ -79,15 +138,23 @@ class ComputeQuality(foo.Operator):
                 "checkpoint",
                 label="Checkpoint",
                 description="Path or cache name; empty: BPCLIP_CHECKPOINT, the cache, then the bundled default model",
+                **invalid.get("checkpoint", {}),
             )
-        inputs.str("score_field", default="bpclip_score", label="Score field")
-        inputs.str("adjectives_field", default="bpclip_adjectives", label="Adjectives field")
+        inputs.str("score_field", default="bpclip_score", label="Score field", **invalid.get("score_field", {}))
+        inputs.str("adjectives_field", default="bpclip_adjectives", label="Adjectives field",
+                   **invalid.get("adjectives_field", {}))  # fmt: skip
+        inputs.str(
+            "tag_prefix", label="Tag prefix",
+            description="Prefix of this run's tags; empty: none for bpclip_score, else '<score field>/'",
+            **invalid.get("tag_prefix", {}),
+        )  # fmt: skip
         inputs.int("top_k", default=3, min=1, max=40, label="Dominant adjectives per sample")
         band_choices = types.Dropdown()
         for name in BANDS:
             band_choices.add_choice(name, label=name)
         inputs.enum("bands", band_choices.values(), default="quantiles", label="Quality bands", view=band_choices)
-        inputs.str("cut_points", default="0.333,0.667", label="Band cut points (scores or quantiles)")
+        inputs.str("cut_points", default="0.333,0.667", label="Band cut points (scores or quantiles)",
+                   **invalid.get("cut_points", {}))  # fmt: skip
         inputs.bool("tag_adjectives", default=True, label="Tag the dominant adjective")
         inputs.int("batch_size", default=8, min=1, label="Batch size")
         inputs.str("device", default="auto", label="Device (auto, cpu, cuda, mps)")
@@ -95,14 +162,36 @@ class ComputeQuality(foo.Operator):
         return types.Property(inputs, view=types.View(label="BPCLIP quality"))
 
     def execute(self, ctx: Any) -> Any:
+        """Run :func:`iter_compute_quality`; the outcome, good or bad, is shown in the App."""
         options = options_from_params(ctx.params)
-        for update in iter_compute_quality(ctx.target_view(), **options):
-            if ctx.delegated:
-                ctx.set_progress(progress=update["progress"], label=update["label"])
-            else:
-                yield ctx.trigger("set_progress", {"progress": update["progress"], "label": update["label"]})
-        if not ctx.delegated:
-            yield ctx.trigger("reload_dataset")
+        steps = iter_compute_quality(ctx.target_view(), **options)
+        try:
+            while True:
+                update = next(steps)
+                if ctx.delegated:
+                    ctx.set_progress(progress=update["progress"], label=update["label"])
+                else:
+                    yield ctx.trigger("set_progress", {"progress": update["progress"], "label": update["label"]})
+        except StopIteration as stop:
+            summary = stop.value
+        except Exception as exc:
+            if ctx.delegated:  # the delegated run is marked failed with this reason
+                raise
+            yield ctx.ops.notify(f"BPCLIP failed: {exc}", variant="error")
+            return
+        if ctx.delegated:
+            return
+        fields = [summary.fields["score"], summary.fields["adjectives"]]
+        yield ctx.ops.reload_dataset()
+        yield ctx.ops.set_active_fields(fields=fields)  # the new fields shown in the sidebar
+        message = (
+            f"BPCLIP ({summary.model}): {summary.scored} scored, {summary.failed} failed, "
+            f"{summary.skipped} skipped; scores in '{fields[0]}'"
+        )
+        failed = f" (reasons in '{summary.fields['error']}')" if summary.failed else ""
+        warning = "; ".join(summary.warnings)
+        variant = "warning" if summary.failed or warning else "success"
+        yield ctx.ops.notify(message + failed + (f". {warning}" if warning else ""), variant=variant)
 
 
 def register(plugin: Any) -> None:
