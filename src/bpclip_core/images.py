@@ -251,13 +251,22 @@ def find_images(paths: Iterable[str | Path]) -> list[Path]:
     """Expand files and folders (searched recursively) into a sorted list of image files.
 
     Explicit paths are kept as given; folder scans keep every non-folder entry with an image
-    suffix (a FIFO named ``x.jpg`` is kept, to be refused with a clear error when read).
+    suffix (a FIFO named ``x.jpg`` is kept, to be refused with a clear error when read), and
+    an empty folder with an image suffix (``x.jpg/``), to be reported instead of dropped.
     """
     found: list[Path] = []
     for item in paths:
         path = Path(item)
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if is_image_candidate(p)))
+            entries = sorted(path.rglob("*"))
+            found.extend(p for p in entries if is_image_candidate(p) or _empty_image_named_folder(p))
         else:
             found.append(path)
     return found
+
+
+def _empty_image_named_folder(path: Path) -> bool:
+    """A folder named like an image (``x.jpg/``) holding no image: an input to report, not to skip."""
+    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_dir():
+        return False
+    return not any(is_image_candidate(p) for p in path.rglob("*"))

@@ -112,6 +112,8 @@ def build_image_corpus(folder: Path, fifo: bool = True) -> dict[str, Case]:
     folder_named_jpg.mkdir()
     Image.fromarray(_random_rgb(seed=5)).save(folder_named_jpg / "inside.png")
     add("inside.png", folder_named_jpg / "inside.png", None)  # a folder named x.jpg is searched, not dropped
+    (folder / "empty.jpg").mkdir()
+    add("empty.jpg", folder / "empty.jpg", "folder")  # ... and an empty one is reported, not dropped
     add("caf\udce9.png", named_bytes(folder, b"caf\xe9.png"), None)
     Image.fromarray(_random_rgb(seed=6)).save(folder / "new\nline.png")
     add("new\nline.png", folder / "new\nline.png", None)

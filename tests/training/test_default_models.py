@@ -144,9 +144,10 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     assert card["bundled"] and card["trained"] and "synthetic" in card["statement"].lower()
     assert {"skimage", "procedural"} <= set(card["training_data"]["sources"])
     assert set(card["heldout_figures"]) >= {"monotonicity", "auc", "srcc", "adjective_balanced_accuracy"}
+    assert (card["recipe"]["group_size"], card["recipe"]["ranking_loss_weight"]) == (4, 1.0)  # the ranking cycle
     assert next(iter(model.state_dict().values())).dtype == torch.float32  # fp16 on disk, fp32 when loaded
-    figures = json.loads((tmp_path / "work" / "run-nr-cycle2" / "heldout.json").read_text())
+    figures = json.loads((tmp_path / "work" / "run-nr-rank" / "heldout.json").read_text())
     assert set(figures["per_type"]) == set(REALISTIC)
     # resumable and cached: a second run retrains nothing and gives the same figures
     assert main([*args, "--mode", "nr"]) == 0
-    assert json.loads((tmp_path / "work" / "run-nr-cycle2" / "heldout.json").read_text()) == figures
+    assert json.loads((tmp_path / "work" / "run-nr-rank" / "heldout.json").read_text()) == figures
