@@ -7,7 +7,9 @@ references, whole-image evaluation, AdamW weight decay 0.05): test SRCC 0.911 wi
 (the test's), 0.851 and 0.890 with seed and split seed 1 and 2. Earlier recipes were less
 robust: 14 pictures at 80 px, 0.885 / 0.724 (seeds 0 / 1); 14 at 128 px, 0.855 / 0.910 /
 0.795; 20 at 128 px with the paper's weight decay 1e-5, 0.870 / 0.830 / 0.951 (lr 1.5e-3)
-and 0.842 / 0.824 / 0.865 (lr 3e-3)."""
+and 0.842 / 0.824 / 0.865 (lr 3e-3). These use the ``gelu-mlp`` activations, which the test
+pins: with the figures' activations (Fig. 2/3, the default since) the same recipe reaches
+test SRCC 0.79 and a final loss of 0.036 (seed 0): they learn slower at this scale."""
 
 import pytest
 
@@ -30,7 +32,8 @@ def test_tiny_model_learns_distortion_levels_on_unseen_content(tmp_path):
     csv = synthesize_dataset(pristine, tmp_path / "synthetic", distortions=distortions, size=128)
     config = TrainConfig(
         dataset="csv", dataset_root=str(csv), model="tiny", mode="fr", pretrained=False,
-        model_overrides={"similarity_temperature": 0.1},  # a 32-d CLIP space saturates CLIP's 0.01
+        # a 32-d CLIP space saturates CLIP's 0.01; the activations this recipe was measured with
+        model_overrides={"similarity_temperature": 0.1, "activations": "gelu-mlp"},
         epochs=40, batch_size=16, patch_size=64, lr=1.5e-3, weight_decay=0.05, t_max=40,
         cache_images=True, progress=False, eval_protocol="full",
         out_dir=str(tmp_path / "run"),
