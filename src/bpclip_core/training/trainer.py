@@ -327,7 +327,7 @@ class Trainer:
             cleanup_distributed()
 
     def _fit(self, context: DistributedContext, resume: bool) -> TrainResult:
-        from ..data.transforms import QualityImages
+        from ..data.transforms import QualityImages, reference_groups
         from .evaluation import dataset_targets, predict_images, quality_metrics
 
         config = self.config
@@ -356,7 +356,9 @@ class Trainer:
         lr = config.learning_rate(self.mode)
         optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
         train_set = self.dataset.subset(self.split.train, f"{self.dataset.name}-train")
-        scheduler = build_scheduler(optimizer, config, self._steps_per_epoch(train_set, context))
+        groups = reference_groups(train_set)
+        steps_per_epoch = -(-len(self._epoch_order(groups, 0, context)) // config.batch_size)  # the same every epoch
+        scheduler = build_scheduler(optimizer, config, steps_per_epoch)
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
         if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
@@ -403,12 +405,7 @@ class Trainer:
         for epoch in range(start_epoch, config.epochs):
             started = time.perf_counter()
             train_images.set_epoch(epoch)
-            if config.group_size > 1:
-                order = grouped_epoch_order(train_images.groups, config.group_size, config.seed, epoch, context)
-            else:
-                order = epoch_order(len(train_set), config.seed, epoch, context)
-            if config.max_steps_per_epoch is not None:
-                order = order[: config.max_steps_per_epoch * config.batch_size]
+            order = self._epoch_order(groups, epoch, context)
             loader = torch.utils.data.DataLoader(
                 train_images, batch_size=config.batch_size, sampler=order, num_workers=config.num_workers
             )
@@ -465,17 +462,16 @@ class Trainer:
         barrier(context)
         return result
 
-    def _steps_per_epoch(self, train_set, context: DistributedContext) -> int:
-        """Optimiser steps in one epoch (the same every epoch)."""
+    def _epoch_order(self, groups: list[int], epoch: int, context: DistributedContext) -> list[int]:
+        """This rank's item order in ``epoch`` (runs of one picture with ``group_size`` > 1), capped."""
         config = self.config
         if config.group_size > 1:
-            from ..data.transforms import reference_groups
-
-            items = len(grouped_epoch_order(reference_groups(train_set), config.group_size, config.seed, 0, context))
+            order = grouped_epoch_order(groups, config.group_size, config.seed, epoch, context)
         else:
-            items = len(epoch_order(len(train_set), config.seed, 0, context))
-        steps = -(-items // config.batch_size)
-        return min(steps, config.max_steps_per_epoch) if config.max_steps_per_epoch is not None else steps
+            order = epoch_order(len(groups), config.seed, epoch, context)
+        if config.max_steps_per_epoch is not None:
+            order = order[: config.max_steps_per_epoch * config.batch_size]
+        return order
 
     def _calibration_batches(self, train_set, patch: int, device, count: int = 64):
         from ..data.transforms import QualityImages
