@@ -139,17 +139,28 @@ def _owned_fields(dataset: Any) -> dict[str, str]:
     return owned
 
 
+class RunOptionError(ValueError):
+    """A run option that cannot work; ``option`` names it (the form field the App marks)."""
+
+    def __init__(self, option: str, message: str) -> None:
+        super().__init__(message)
+        self.option = option
+
+
 def _check_fields(dataset: Any, fields: list[str], run_key: str, overwrite: bool) -> None:
     schema = dataset.get_field_schema()
     owned = _owned_fields(dataset)
-    for name in fields:
+    # the error field is named after the score field: a clash there is the score field's
+    options = ("score_field", "adjectives_field", "score_field")
+    for name, option in zip(fields, options):
         if name in ("id", "filepath", "tags", "metadata") or name.startswith("_"):
-            raise ValueError(f"{name!r} is a reserved FiftyOne field; choose another field name")
+            raise RunOptionError(option, f"{name!r} is a reserved FiftyOne field; choose another field name")
         if name in schema and not overwrite and owned.get(name) != run_key:
             writer = f"bpclip run {owned[name]!r}" if name in owned else "something other than bpclip"
-            raise ValueError(
+            raise RunOptionError(
+                option,
                 f"field {name!r} already exists (written by {writer}); choose another field name, "
-                f"or pass overwrite=True to replace it"
+                f"or pass overwrite=True to replace it",
             )
 
 
@@ -230,25 +241,32 @@ def check_run_options(
 ) -> list[str]:
     """Everything about a run that can be refused before any work; returns its fields.
 
-    Raises ValueError with the reason (the App shows it under the form's field).
+    Raises :class:`RunOptionError` (a ValueError) naming the option and the reason (the App
+    shows it under that form field).
     """
     if mode not in ("nr", "fr"):
-        raise ValueError(f"mode must be 'nr' or 'fr', got {mode!r}")
+        raise RunOptionError("mode", f"mode must be 'nr' or 'fr', got {mode!r}")
     if mode == "fr" and not reference_field:
-        raise ValueError("full-reference scoring needs reference_field: the field holding each reference image path")
+        raise RunOptionError(
+            "reference_field",
+            "full-reference scoring needs reference_field: the field holding each reference image path",
+        )
     if zero_shot and mode == "fr":
-        raise ValueError("zero-shot CLIP is no-reference only; FR scoring needs a BPCLIP FR checkpoint")
+        raise RunOptionError("model", "zero-shot CLIP is no-reference only; FR scoring needs a BPCLIP FR checkpoint")
     if not run_key.isidentifier():
-        raise ValueError(f"run key {run_key!r} must be a valid Python identifier")
+        raise RunOptionError("score_field", f"run key {run_key!r} must be a valid Python identifier")
     fields = [score_field, adjectives_field, f"{score_field}_error"]
     _check_fields(dataset, fields, run_key, overwrite)
     if mode == "fr" and reference_field not in dataset.get_field_schema():
-        raise ValueError(f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}")
+        raise RunOptionError(
+            "reference_field", f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}"
+        )
     for other in _bpclip_runs(dataset):
         other_prefix = dataset.get_run_info(other).config.parameters.get("tag_prefix", "")
         if other != run_key and other_prefix == tag_prefix:
-            raise ValueError(
-                f"bpclip run {other!r} already tags with the prefix {tag_prefix!r}; choose another tag prefix"
+            raise RunOptionError(
+                "tag_prefix",
+                f"bpclip run {other!r} already tags with the prefix {tag_prefix!r}; choose another tag prefix",
             )
     return fields
 

@@ -14,6 +14,7 @@ import fiftyone.operators.types as types
 from bpclip_plugins.fiftyone import (
     BANDS,
     QualityTagging,
+    RunOptionError,
     check_run_options,
     default_tag_prefix,
     iter_compute_quality,
@@ -78,12 +79,8 @@ def form_problem(ctx: Any) -> tuple[str, str] | None:
             options["score_field"], options["adjectives_field"], options["score_field"],
             default_tag_prefix(options["score_field"]) if prefix is None else prefix, options["overwrite"],
         )  # fmt: skip
-    except ValueError as exc:
-        text = str(exc)
-        for name in ("reference_field", "tag prefix", "score_field", "adjectives_field"):
-            if name.replace("_", " ") in text.replace("_", " "):
-                return name.replace(" ", "_"), text
-        return "score_field", text
+    except RunOptionError as exc:
+        return exc.option, str(exc)
     return None
 
 
@@ -122,7 +119,7 @@ class ComputeQuality(foo.Operator):
         modes = types.RadioGroup()
         modes.add_choice("nr", label="No-reference")
         modes.add_choice("fr", label="Full-reference")
-        inputs.enum("mode", modes.values(), default="nr", label="Mode", view=modes)
+        inputs.enum("mode", modes.values(), default="nr", label="Mode", view=modes, **invalid.get("mode", {}))
         if ctx.params.get("mode", "nr") == "fr":
             fields = types.Dropdown()
             for name in _path_fields(ctx):  # reference paths are strings
@@ -132,7 +129,9 @@ class ComputeQuality(foo.Operator):
         models = types.RadioGroup()
         models.add_choice("checkpoint", label="BPCLIP checkpoint (default: the bundled model)")
         models.add_choice("zero_shot", label="Zero-shot CLIP (no trained head)")
-        inputs.enum("model", models.values(), default="checkpoint", label="Model", view=models)
+        inputs.enum(
+            "model", models.values(), default="checkpoint", label="Model", view=models, **invalid.get("model", {})
+        )
         if ctx.params.get("model", "checkpoint") == "checkpoint":
             inputs.str(
                 "checkpoint",
