@@ -16,3 +16,6 @@ ATTENTION_BACKENDS = ("script", "eager", "compile")
 # thousand images of mixed sizes.
 DEFAULT_ATTENTION = "script"
 PROTOCOLS = ("resize", "crops", "full")
+# One test-time protocol for user-facing scores and reported figures alike (engine, CLI,
+# adapters, training's validation and test, `bpclip evaluate`): see protocol.py.
+DEFAULT_PROTOCOL = "resize"

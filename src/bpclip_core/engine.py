@@ -384,6 +384,9 @@ def _single_thread_worker(_: int) -> None:
     torch.set_num_threads(1)  # decoding workers must not compete with the model for cores
 
 
+NON_FINITE_ERROR = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
+
+
 class QualityEngine:
     """Batched scoring with one quality model (BPCLIP NR/FR or zero-shot CLIP).
 
@@ -636,7 +639,7 @@ class QualityEngine:
             values = [explanation.score, *(p for _, p in explanation.top_adjectives)]
             values += [v.goodness for v in explanation.dimensions.values()]
             if not all(math.isfinite(v) for v in values):
-                result.error = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
+                result.error = NON_FINITE_ERROR
                 continue
             result.score = explanation.score
             result.mos = float(scale.to_mos(explanation.score))

@@ -8,7 +8,9 @@
 - ``full``: the image as it is, up to ``max_pixels`` (larger images are an error that
   suggests another protocol).
 
-FR pairs get the same geometry for the distorted and the reference image.
+FR pairs get the same geometry for the distorted and the reference image. The one object
+serves users' scores (engine, CLI, adapters) and reported figures (training's validation and
+test, ``bpclip evaluate``), with one default, so both come from the same input geometry.
 """
 
 from __future__ import annotations
@@ -17,18 +19,18 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import PROTOCOLS
+from .choices import DEFAULT_PROTOCOL, PROTOCOLS
 from .errors import InputError
 from .images import resize_short_side
 
-__all__ = ["PROTOCOLS", "TestTimeProtocol", "crop_boxes"]
+__all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "TestTimeProtocol", "crop_boxes"]
 
 
 @dataclass(frozen=True)
 class TestTimeProtocol:
     """One of :data:`PROTOCOLS` with its sizes."""
 
-    name: str = "resize"
+    name: str = DEFAULT_PROTOCOL
     size: int = 384
     num_crops: int = 5
     max_pixels: int = 16_000_000
@@ -40,6 +42,14 @@ class TestTimeProtocol:
             raise ValueError(f"unknown test-time protocol {self.name!r}; choose one of {PROTOCOLS}")
         if self.size < 32 or self.num_crops < 1:
             raise ValueError("protocol size must be at least 32 and num_crops at least 1")
+
+    def describe(self) -> str:
+        """A short account for reports, e.g. ``resize (short side 384 px)``."""
+        return {
+            "resize": f"resize (short side {self.size} px)",
+            "crops": f"crops ({self.num_crops} of {self.size} px)",
+            "full": "full (the image as it is)",
+        }[self.name]
 
     @property
     def decode_short_side(self) -> int | None:

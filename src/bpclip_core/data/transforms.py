@@ -1,9 +1,10 @@
 """Torch datasets over a :class:`QualityDataset`: decoding, the paper's augmentation, targets.
 
 Training: a random ``patch_size`` crop plus random horizontal and vertical flips, the same
-for a distorted image and its reference. Evaluation: the centre ``patch_size`` crop
-(``"center-crop"``) or the whole image (``"full"``, batch size 1 unless sizes agree).
-Images smaller than the patch are first enlarged (short side) to the patch size.
+for a distorted image and its reference; ``train=False`` gives the centre patch (BatchNorm
+calibration). Images smaller than the patch are first enlarged (short side) to the patch
+size. Evaluation does not come here: it scores files through the engine and its test-time
+protocol (training/evaluation.py), as users' scores are made.
 
 Randomness comes from a generator seeded by (seed, epoch, item index): the augmentation
 of an item does not depend on worker count, process rank or whether a run was resumed.
@@ -21,8 +22,6 @@ import torch.nn.functional as F
 
 from ..images import load_image
 from .records import QualityDataset
-
-EVAL_PROTOCOLS: tuple[str, ...] = ("center-crop", "full")
 
 
 def _ensure_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
@@ -55,11 +54,10 @@ class QualityImages(torch.utils.data.Dataset):
     Args:
         dataset: the rated images.
         patch_size: crop size (the paper's 384).
-        train: random crops and flips if True, else the evaluation protocol.
+        train: random crops and flips if True, else the centre patch.
         seed: base seed of the augmentation.
         hflip, vflip: enable the random flips (training only).
         cache: keep decoded images in memory (8-bit), for small datasets.
-        eval_protocol: ``"center-crop"`` or ``"full"``.
         with_reference: load references (FR models); False gives NR items from an FR dataset
             (its distorted images alone).
         shared_crops: seed the training crop and flips by the item's group, not the item.
@@ -74,19 +72,15 @@ class QualityImages(torch.utils.data.Dataset):
         hflip: bool = True,
         vflip: bool = True,
         cache: bool = False,
-        eval_protocol: str = "center-crop",
         with_reference: bool = True,
         shared_crops: bool = False,
     ) -> None:
-        if eval_protocol not in EVAL_PROTOCOLS:
-            raise ValueError(f"eval_protocol must be one of {EVAL_PROTOCOLS}, got {eval_protocol!r}")
         self.dataset = dataset
         self.patch_size = patch_size
         self.train = train
         self.seed = seed
         self.hflip, self.vflip = hflip, vflip
         self.cache: dict[str, torch.Tensor] | None = {} if cache else None
-        self.eval_protocol = eval_protocol
         self.with_reference = with_reference
         self.shared_crops = shared_crops
         self.groups = reference_groups(dataset)
@@ -128,7 +122,7 @@ class QualityImages(torch.utils.data.Dataset):
                 images = [im.flip(-1) for im in images]
             if self.vflip and flip_v:
                 images = [im.flip(-2) for im in images]
-        elif self.eval_protocol == "center-crop":
+        else:
             top, left = (height - size) // 2, (width - size) // 2
             images = [im[:, top : top + size, left : left + size] for im in images]
         out: dict[str, Any] = {

@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..choices import DEFAULT_PROTOCOL, PROTOCOLS
+
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
 Handler = Callable[[argparse.Namespace], int]
@@ -108,8 +110,11 @@ def add_training_commands(subparsers: Any) -> dict[str, Handler]:
     evaluate.add_argument("--splits-file", help="evaluate on the test part of a split (default: the whole dataset)")
     evaluate.add_argument("--split-index", type=int, default=0)
     evaluate.add_argument("--batch-size", type=int, default=8)
-    evaluate.add_argument("--patch-size", type=int, help="evaluation crop size (default: the model's image size)")
-    evaluate.add_argument("--protocol", choices=("center-crop", "full"), default="center-crop")
+    evaluate.add_argument(
+        "--protocol", choices=PROTOCOLS, default=DEFAULT_PROTOCOL, help="test-time protocol (as bpclip score's)"
+    )
+    evaluate.add_argument("--size", type=int, help="protocol size in px (default: the model's image size)")
+    evaluate.add_argument("--num-crops", type=int, default=5, help="crops per image for --protocol crops")
     evaluate.add_argument("--device", default="cpu")
     evaluate.add_argument("--report", type=Path, required=True, help="report folder to write")
 
@@ -163,7 +168,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise ValueError(f"--split-index {args.split_index} out of range ({len(split_set.splits)} splits)")
         indices = split_set.splits[args.split_index].test
     result = evaluate_checkpoint(
-        args.checkpoint, dataset, indices, args.batch_size, args.protocol, args.patch_size, args.device
+        args.checkpoint, dataset, indices, args.batch_size, args.protocol, args.size, args.num_crops, args.device
     )
     metrics = result["metrics"]
     details = {
@@ -171,7 +176,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         "trained on": result["provenance"].get("dataset", "unknown"),
         "evaluated on": dataset.name,
         "items": metrics["count"],
-        "protocol": args.protocol,
+        "protocol": result["protocol"],
     }
     write_report(
         args.report,

@@ -16,12 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..choices import DEFAULT_PROTOCOL, PROTOCOLS
+
 PAPER_LR = {"fr": 1e-4, "nr": 3e-5}
 
 SCHEDULES: tuple[str, ...] = ("restarts", "cosine-epoch")
 
 # Fields added after runs were written, with the value that reproduces those runs.
-FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {"group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch"}
+FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {
+    "group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch", "eval_num_crops": 5,
+}  # fmt: skip
 
 # Fields that may change between a run and its resumption without changing its result.
 RESUME_NEUTRAL_FIELDS = frozenset(
@@ -67,7 +71,9 @@ class TrainConfig:
             beyond the paper): needs ``group_size`` > 1.
         seed: seeds the initialisation, the data order and the augmentation.
         num_workers: DataLoader processes; cache_images keeps decoded images in memory.
-        eval_protocol: ``center-crop`` or ``full``; eval_batch_size (None: batch_size).
+        eval_protocol: the test-time protocol of validation and test (``resize``, ``crops``,
+            ``full``; default the engine's, so reported figures describe users' scores), at the
+            training patch size; eval_num_crops for ``crops``; eval_batch_size (None: batch_size).
         device: ``auto`` (cuda if available), ``cpu``, ``cuda`` ...
         out_dir: the run folder (checkpoints, logs, report).
         resume_every: write the resume checkpoint every this many epochs (and at the end).
@@ -105,7 +111,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     cache_images: bool = False
-    eval_protocol: str = "center-crop"
+    eval_protocol: str = DEFAULT_PROTOCOL
+    eval_num_crops: int = 5
     eval_batch_size: int | None = None
     device: str = "auto"
     out_dir: str = "runs/bpclip"
@@ -129,6 +136,13 @@ class TrainConfig:
             raise ValueError("adjective_loss_weight and ranking_loss_weight must not be negative")
         if self.group_size < 1 or self.batch_size % self.group_size:
             raise ValueError(f"group_size must be at least 1 and divide batch_size ({self.batch_size})")
+        if self.eval_protocol not in PROTOCOLS:
+            retired = " ('center-crop' was retired: evaluation uses the engine's protocols)" * (
+                self.eval_protocol == "center-crop"
+            )
+            raise ValueError(f"eval_protocol must be one of {PROTOCOLS}, got {self.eval_protocol!r}{retired}")
+        if self.eval_num_crops < 1:
+            raise ValueError("eval_num_crops must be at least 1")
         if self.ranking_loss_weight > 0 and self.group_size < 2:
             raise ValueError("ranking_loss_weight needs group_size >= 2 (pairs of the same reference in a batch)")
 

@@ -166,7 +166,7 @@ def train_config(
         model_overrides={"image_size": scale.image_size}, pretrained=False, epochs=scale.epochs[mode],
         batch_size=scale.batch_size, patch_size=scale.patch_size, lr=1e-3, weight_decay=0.05, t_max=0,
         schedule="cosine-epoch",
-        adjective_loss_weight=0.1, seed=seed, cache_images=True, eval_protocol="center-crop",
+        adjective_loss_weight=0.1, seed=seed, cache_images=True,
         eval_batch_size=64, device=device, out_dir=str(out), progress=False,
         init_backbone=None if backbone is None else str(backbone),
     )  # fmt: skip

@@ -14,8 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..choices import DEFAULT_PROTOCOL
 from ..data.records import QualityDataset
-from ..data.transforms import QualityImages
+from ..engine import NON_FINITE_ERROR, ScoredInput
+from ..errors import InputError
+from ..protocol import TestTimeProtocol
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -84,44 +87,63 @@ def summarise(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in keys}
 
 
-@torch.no_grad()
-def predict_images(
+def score_items(
     model: torch.nn.Module,
-    images: QualityImages,
+    dataset: QualityDataset,
+    protocol: TestTimeProtocol | None = None,
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
-) -> np.ndarray:
-    """The model's normalised quality for every item of a :class:`QualityImages` (in item order)."""
-    if images.eval_protocol == "full":
-        batch_size = 1
-    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+) -> list[ScoredInput]:
+    """Every item of ``dataset`` scored by the engine, in item order.
+
+    Evaluation goes through :class:`~bpclip_core.engine.QualityEngine`, the path that users'
+    scores take: the same decoding, the same test-time protocol (default: the engine's,
+    ``resize`` to the model's image size), the same model call. An FR model gets each item's
+    reference; an NR model (also one trained on an FR dataset) gets the distorted image alone.
+    The model is left in the train/eval mode it was in.
+
+    Raises:
+        InputError: an item's file could not be read (the message names it). A non-finite
+            score is not raised: that item's result carries the error and no score.
+    """
+    from ..engine import QualityEngine
+
+    items = dataset.items
+    if not items:
+        return []
+    if protocol is None:
+        protocol = TestTimeProtocol(size=model.config.image_size)
+    with_reference = getattr(model, "mode", dataset.mode) == "fr"
     was_training = model.training
-    model.eval()
-    out = []
-    for batch in loader:
-        reference = batch["reference"].to(device) if "reference" in batch else None
-        out.append(model(batch["distorted"].to(device), reference).score.float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
+    engine = QualityEngine(
+        model, device, "fp32", attention="eager", batch_size=batch_size, num_workers=num_workers,
+        protocol=protocol, channels_last=False,
+    )  # fmt: skip
+    try:
+        references = [item.reference for item in items] if with_reference else None
+        results = engine.score([item.image for item in items], references)
+    finally:
+        model.train(was_training)
+    unreadable = [r for r in results if r.error and r.score is None and r.error != NON_FINITE_ERROR]
+    if unreadable:
+        first = unreadable[0]
+        reason = first.error if first.error.startswith(first.path) else f"{first.path}: {first.error}"
+        raise InputError(f"{len(unreadable)} of {len(items)} {dataset.name} items could not be scored; first: {reason}")
+    return results
 
 
 def predict(
     model: torch.nn.Module,
     dataset: QualityDataset,
-    patch_size: int,
+    protocol: TestTimeProtocol | None = None,
     batch_size: int = 8,
-    eval_protocol: str = "center-crop",
     device: str | torch.device = "cpu",
-    cache: bool = False,
     num_workers: int = 0,
 ) -> np.ndarray:
-    """The model's normalised quality for every item of ``dataset`` (in item order)."""
-    with_reference = getattr(model, "mode", dataset.mode) == "fr"
-    images = QualityImages(
-        dataset, patch_size, train=False, cache=cache, eval_protocol=eval_protocol, with_reference=with_reference
-    )
-    return predict_images(model, images, batch_size, device, num_workers)
+    """The model's normalised quality for every item of ``dataset`` (item order; NaN where non-finite)."""
+    results = score_items(model, dataset, protocol, batch_size, device, num_workers)
+    return np.array([np.nan if r.score is None else r.score for r in results], dtype=np.float64)
 
 
 def dataset_targets(dataset: QualityDataset) -> tuple[np.ndarray, np.ndarray]:
@@ -133,14 +155,13 @@ def dataset_targets(dataset: QualityDataset) -> tuple[np.ndarray, np.ndarray]:
 def evaluate_model(
     model: torch.nn.Module,
     dataset: QualityDataset,
-    patch_size: int,
+    protocol: TestTimeProtocol | None = None,
     batch_size: int = 8,
-    eval_protocol: str = "center-crop",
     device: str | torch.device = "cpu",
-    cache: bool = False,
+    num_workers: int = 0,
 ) -> tuple[dict[str, float], np.ndarray]:
     """Metrics of ``model`` on ``dataset`` and its predictions (normalised quality)."""
-    predictions = predict(model, dataset, patch_size, batch_size, eval_protocol, device, cache)
+    predictions = predict(model, dataset, protocol, batch_size, device, num_workers)
     targets, mos = dataset_targets(dataset)
     return quality_metrics(predictions, targets, mos), predictions
 
@@ -150,21 +171,23 @@ def evaluate_checkpoint(
     dataset: QualityDataset,
     indices: Sequence[int] | None = None,
     batch_size: int = 8,
-    eval_protocol: str = "center-crop",
-    patch_size: int | None = None,
+    protocol: str = DEFAULT_PROTOCOL,
+    size: int | None = None,
+    num_crops: int = 5,
     device: str = "cpu",
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on (part of) a dataset, e.g. cross-dataset: trained on KADID, tested on LIVE.
 
+    ``protocol``, ``size`` (default: the model's image size) and ``num_crops`` are the
+    engine's test-time protocol, so the figures describe the scores users get.
     Returns the metrics, predictions, MOS and the checkpoint's provenance.
     """
     from ..checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint, mode=None if dataset.mode == "fr" else "nr", device=device)
     part = dataset.subset(list(indices)) if indices is not None else dataset
-    metrics, predictions = evaluate_model(
-        model, part, patch_size or model.config.image_size, batch_size, eval_protocol, device
-    )
+    test_time = TestTimeProtocol(protocol, size=size or model.config.image_size, num_crops=num_crops)
+    metrics, predictions = evaluate_model(model, part, test_time, batch_size, device)
     return {
         "metrics": metrics,
         "predictions": predictions.tolist(),
@@ -173,4 +196,5 @@ def evaluate_checkpoint(
         "checkpoint": str(checkpoint),
         "provenance": model.card.provenance,
         "dataset": dataset.name,
+        "protocol": test_time.describe(),
     }

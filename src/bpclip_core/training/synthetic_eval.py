@@ -23,8 +23,7 @@ from scipy import stats
 
 from ..data.records import QualityDataset
 from ..data.synthetic import HARMS, PRISTINE
-from ..data.transforms import QualityImages
-from ..explain import dimension_goodness
+from .evaluation import score_items
 
 SEVERE_LEVEL = 3
 
@@ -35,23 +34,16 @@ def _level(item) -> int:
     return int(item.image.stem.rsplit("__", 1)[-1])
 
 
-@torch.no_grad()
 def score_dataset(
     model: torch.nn.Module, dataset: QualityDataset, batch_size: int = 32, device: str | torch.device = "cpu"
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Scores (N,) and per-dimension goodness {dimension: (N,)} of every item, whole images."""
-    size = model.config.image_size
-    images = QualityImages(dataset, size, train=False, with_reference=model.mode == "fr")
-    loader = torch.utils.data.DataLoader(images, batch_size=batch_size, shuffle=False)
-    model.eval()
-    scores, goodness = [], defaultdict(list)
-    for batch in loader:
-        reference = batch["reference"].to(device) if "reference" in batch else None
-        output = model(batch["distorted"].to(device), reference)
-        scores.append(output.score.float().cpu())
-        for dim, values in dimension_goodness(output.adjective_probabilities.float(), model.card.adjectives).items():
-            goodness[dim].append(values.cpu())
-    return torch.cat(scores).numpy(), {d: torch.cat(v).numpy() for d, v in goodness.items()}
+    """Scores (N,) and per-dimension goodness {dimension: (N,)} of every item (NaN where
+    non-finite), under the engine's default test-time protocol, as users' scores are made."""
+    results = score_items(model, dataset, batch_size=batch_size, device=device)
+    scores = np.array([np.nan if r.score is None else r.score for r in results])
+    dimensions = next((list(r.dimensions) for r in results if r.dimensions), [])  # the model's own order
+    goodness = {d: np.array([(r.dimensions or {}).get(d, np.nan) for r in results]) for d in dimensions}
+    return scores, goodness
 
 
 def _auc(positive: np.ndarray, negative: np.ndarray) -> float:

@@ -328,7 +328,8 @@ class Trainer:
 
     def _fit(self, context: DistributedContext, resume: bool) -> TrainResult:
         from ..data.transforms import QualityImages, reference_groups
-        from .evaluation import dataset_targets, predict_images, quality_metrics
+        from ..protocol import TestTimeProtocol
+        from .evaluation import dataset_targets, predict, quality_metrics
 
         config = self.config
         resume_path = self.out_dir / RESUME_NAME
@@ -385,7 +386,6 @@ class Trainer:
 
         val_set = self.dataset.subset(self.split.val, f"{self.dataset.name}-val") if self.split.val else None
         with_reference = self.mode == "fr"  # an NR model trained on an FR dataset sees its distorted images
-        options = {"cache": config.cache_images, "with_reference": with_reference}
         train_images = QualityImages(
             train_set,
             patch,
@@ -393,12 +393,12 @@ class Trainer:
             config.seed,
             config.hflip,
             config.vflip,
+            cache=config.cache_images,
+            with_reference=with_reference,
             shared_crops=config.group_size > 1,
-            **options,
         )
-        val_images = (
-            QualityImages(val_set, patch, False, eval_protocol=config.eval_protocol, **options) if val_set else None
-        )
+        # validation and test see images as users' scores do: the engine's protocol at the model's size
+        protocol = TestTimeProtocol(config.eval_protocol, size=model.config.image_size, num_crops=config.eval_num_crops)
         eval_batch = config.eval_batch_size or config.batch_size
         writer = self._tensorboard(context)
 
@@ -432,8 +432,8 @@ class Trainer:
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": current_lr}
             if context.is_main:
                 val_metrics = None
-                if val_images is not None:
-                    predictions = predict_images(model, val_images, eval_batch, device)
+                if val_set is not None:
+                    predictions = predict(model, val_set, protocol, eval_batch, device, config.num_workers)
                     targets, mos = dataset_targets(val_set)
                     val_metrics = quality_metrics(predictions, targets, mos)
                     row.update(val_srcc=val_metrics["srcc"], val_plcc=val_metrics["plcc"])
@@ -458,7 +458,7 @@ class Trainer:
             writer.close()
         result = TrainResult(self.out_dir, self.out_dir / BEST_NAME, best_epoch, history)
         if context.is_main:
-            result.test_metrics = self._test_and_report(history, patch, eval_batch, device)
+            result.test_metrics = self._test_and_report(history, protocol, eval_batch, device)
         barrier(context)
         return result
 
@@ -518,7 +518,7 @@ class Trainer:
         }
         _atomic_torch_save(payload, self.out_dir / RESUME_NAME)
 
-    def _test_and_report(self, history, patch: int, eval_batch: int, device) -> dict[str, float] | None:
+    def _test_and_report(self, history, protocol, eval_batch: int, device) -> dict[str, float] | None:
         from ..checkpoint import load_checkpoint
         from .evaluation import evaluate_model
         from .reports import write_report
@@ -528,6 +528,7 @@ class Trainer:
             "split": self.split.name,
             "train/val/test items": f"{len(self.split.train)}/{len(self.split.val)}/{len(self.split.test)}",
             "mode": self.mode,
+            "protocol": protocol.describe(),
             "epochs": self.config.epochs,
             "checkpoint": str(self.out_dir / BEST_NAME),
         }
@@ -539,9 +540,7 @@ class Trainer:
         best = load_checkpoint(self.out_dir / BEST_NAME, device=device)
         details["best epoch"] = best.card.provenance.get("epochs")
         test_set = self.dataset.subset(self.split.test, f"{self.dataset.name}-test")
-        metrics, predictions = evaluate_model(
-            best, test_set, patch, eval_batch, self.config.eval_protocol, device, self.config.cache_images
-        )
+        metrics, predictions = evaluate_model(best, test_set, protocol, eval_batch, device, self.config.num_workers)
         write_report(
             self.out_dir / "report",
             f"{self.dataset.name} ({self.split.name}) test",
