@@ -61,3 +61,23 @@ def test_torchscript_matches_eager(block_type):
     tokens = _tokens(seed=3)
     for eager, compiled in zip(block(tokens), scripted(tokens)):
         assert torch.allclose(eager, compiled, atol=1e-5)
+
+
+@pytest.mark.parametrize("top_down", [False, True])
+def test_each_fused_pair_describes_one_level(top_down):
+    """Eq. 6 multiplies information output i by weight i: both must come from the same level."""
+    torch.manual_seed(0)
+    information = MultiscaleCrossAttention(16, 2, 5, top_down=top_down)
+    weight = SelfAttentionWeight(16, 2, 5, top_down=top_down)
+    tokens = [torch.randn(2, 4, 16) for _ in range(5)]
+    deepest_changed = [*tokens[:4], tokens[4] + 1.0]
+    info_moved = [not torch.allclose(a, b) for a, b in zip(information(tokens), information(deepest_changed))]
+    weight_moved = [not torch.allclose(a, b) for a, b in zip(weight(tokens), weight(deepest_changed))]
+    # the deepest level reaches pair 3 only: as a key bottom-up, as the query top-down
+    assert info_moved == [False, False, False, True]
+    # top-down, output 3 is level 5's (query and residual), and so is weight 3; bottom-up, no
+    # weight sees level 5 and output 3 is level 4's (its residual), as weight 3 is
+    assert weight_moved == [False, False, False, top_down]
+    shallowest_changed = [tokens[0] + 1.0, *tokens[1:]]
+    weight_moved = [not torch.allclose(a, b) for a, b in zip(weight(tokens), weight(shallowest_changed))]
+    assert weight_moved == [not top_down, False, False, False]

@@ -41,7 +41,8 @@ class MultiscaleCrossAttention(nn.Module):
     """Information branch (MSCA): level i queries the next deeper level i+1, bottom-up.
 
     ``top_down=True`` is the Table V ablation (our reading; the paper does not define it):
-    the deeper level i+1 queries level i, and the output keeps the query's residual.
+    the deeper level i+1 queries level i, and the output keeps the query's residual, so
+    output i describes level i+1 (the weight branch follows: :class:`SelfAttentionWeight`).
     """
 
     def __init__(self, dim: int, num_heads: int, num_levels: int, top_down: bool = False) -> None:
@@ -60,14 +61,22 @@ class MultiscaleCrossAttention(nn.Module):
 
 
 class SelfAttentionWeight(nn.Module):
-    """Weight branch (SA): self attention within each of the levels 1..n-1."""
+    """Weight branch (SA): self attention within each of the levels 1..n-1 (eq. 5).
 
-    def __init__(self, dim: int, num_heads: int, num_levels: int) -> None:
+    With ``top_down=True`` (the Table V ablation) it weighs levels 2..n instead: the
+    information branch's output i then carries level i+1 (its query and residual), and each
+    fused pair (eq. 6) must describe one level, as it does bottom-up.
+    """
+
+    def __init__(self, dim: int, num_heads: int, num_levels: int, top_down: bool = False) -> None:
         super().__init__()
+        self.top_down = top_down
         self.blocks = nn.ModuleList([MultiHeadAttention(dim, num_heads) for _ in range(num_levels - 1)])
 
     def forward(self, tokens: list[torch.Tensor]) -> list[torch.Tensor]:
         out: list[torch.Tensor] = []
+        shift = 1 if self.top_down else 0
         for i, block in enumerate(self.blocks):
-            out.append(block(tokens[i], tokens[i]) + tokens[i])  # eq. 5
+            level = tokens[i + shift]
+            out.append(block(level, level) + level)  # eq. 5
         return out

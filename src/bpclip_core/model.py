@@ -104,12 +104,11 @@ class BPCLIP(nn.Module):
             LevelTokenizer(g.out_channels, config.token_dim, figures) for g in self.gated_pooling
         )
         self.positional_encoding = LearnedPositionalEncoding(config.token_dim, config.position_grid)
-        self.information_branch = MultiscaleCrossAttention(
-            config.token_dim, config.num_heads, NUM_LEVELS, top_down=config.attention_direction == "top-down"
-        )
-        self.weight_branch = (
-            SelfAttentionWeight(config.token_dim, config.num_heads, NUM_LEVELS) if config.weight_branch else None
-        )
+        top_down = config.attention_direction == "top-down"
+        self.information_branch = MultiscaleCrossAttention(config.token_dim, config.num_heads, NUM_LEVELS, top_down)
+        self.weight_branch = None
+        if config.weight_branch:
+            self.weight_branch = SelfAttentionWeight(config.token_dim, config.num_heads, NUM_LEVELS, top_down)
         attended_levels = NUM_LEVELS - 1
         self.fusion = nn.ModuleList(
             BranchFusion(config.token_dim, config.fusion_hidden_dim, config.weight_branch, figures)
