@@ -138,3 +138,34 @@ def test_table_v_ablation_switches(tiny_text_embeddings, images, tmp_path):
     assert torch.allclose(scripted, ablated(images).score, atol=1e-5)
     with pytest.raises(ValueError, match="attention_direction"):
         preset("tiny", attention_direction="sideways")
+
+
+def test_learned_temperature_is_clamped_trained_and_saved(tiny_text_embeddings, images, tmp_path):
+    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
+    from bpclip_core.config import BPCLIPConfig
+    from bpclip_core.training.trainer import parameter_groups
+
+    torch.manual_seed(0)
+    model = BPCLIP(preset("tiny", similarity_temperature=0.1, learn_temperature=True), tiny_text_embeddings)
+    assert float(model.temperature) == pytest.approx(0.1)
+    model.train()(images).score.sum().backward()
+    assert model.log_logit_scale.grad is not None and float(model.log_logit_scale.grad) != 0
+    groups = parameter_groups(model, 0.05)
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0] and groups[1]["params"] == [model.log_logit_scale]
+    with torch.no_grad():
+        model.log_logit_scale.fill_(20.0)  # CLIP's clamp: the logit scale stays at most 100
+    assert float(model.temperature) == pytest.approx(0.01)
+    with torch.no_grad():
+        model.log_logit_scale.fill_(-5.0)
+    assert float(model.temperature) == pytest.approx(1.0)
+    restored = load_checkpoint(save_checkpoint(model.eval(), tmp_path / "t.safetensors"))
+    assert float(restored.temperature) == pytest.approx(1.0)
+    with torch.inference_mode():
+        assert torch.equal(restored(images).score, model(images).score)
+    # a checkpoint config written before the field existed has a fixed temperature
+    old = preset("tiny").to_dict()
+    del old["learn_temperature"]
+    assert BPCLIPConfig.from_dict(old).learn_temperature is False
+    assert "log_logit_scale" not in dict(BPCLIP(preset("tiny"), tiny_text_embeddings).named_parameters())
+    with pytest.raises(ValueError, match="learned temperature starts in"):
+        preset("tiny", similarity_temperature=5.0, learn_temperature=True)

@@ -313,7 +313,7 @@ def check_config_bounds(data: Any) -> None:
         value = data["similarity_temperature"]
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
             raise ValueError(f"config similarity_temperature must be a positive finite number, got {value!r}")
-    for name in ("weight_branch", "clip_text"):
+    for name in ("weight_branch", "clip_text", "learn_temperature"):
         if name in data and not isinstance(data[name], bool):
             raise ValueError(f"config {name} must be true or false, got {data[name]!r}")
     for name in ("mode", "text_model", "attention_direction"):

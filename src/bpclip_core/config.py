@@ -21,6 +21,10 @@ ATTENTION_DIRECTIONS: tuple[str, ...] = ("bottom-up", "top-down")
 # made with them (a checkpoint whose config has no ``activations`` field is one of those)
 ACTIVATIONS: tuple[str, ...] = ("figures", "gelu-mlp")
 PRE_ACTIVATIONS_FIELD = "gelu-mlp"
+# Fields added after checkpoints were written, with the value those checkpoints were made with.
+FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {"activations": PRE_ACTIVATIONS_FIELD, "learn_temperature": False}
+# CLIP's clamp of its learned logit scale (at most 100); we also keep it at least 1
+TEMPERATURE_RANGE: tuple[float, float] = (0.01, 1.0)
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,10 @@ class BPCLIPConfig:
         position_grid: grid of the learnable positional encoding; it is resized to the
             deepest level's size at run time.
         similarity_temperature: temperature of the softmax over cosine similarities (eq. 8);
-            0.01 is CLIP's own logit scale of 100.
+            0.01 is CLIP's own logit scale of 100. With ``learn_temperature`` it is the
+            starting value.
+        learn_temperature: learn the temperature, CLIP-style: a learned log logit scale,
+            clamped so that the temperature stays in [0.01, 1].
         image_size: training patch size and the test-time resize target.
         attention_direction: ``"bottom-up"`` (the paper's MSCA: level i queries level i+1) or
             ``"top-down"`` (level i+1 queries level i), the Table V ablation.
@@ -69,6 +76,7 @@ class BPCLIPConfig:
     text_model: str = "RN50/openai"
     position_grid: tuple[int, int] = field(default=(12, 12))
     similarity_temperature: float = 0.01
+    learn_temperature: bool = False
     image_size: int = 384
     attention_direction: str = "bottom-up"
     weight_branch: bool = True
@@ -88,6 +96,9 @@ class BPCLIPConfig:
             raise ValueError(f"token_dim ({self.token_dim}) must be divisible by num_heads ({self.num_heads})")
         if self.similarity_temperature <= 0:
             raise ValueError("similarity_temperature must be positive")
+        low, high = TEMPERATURE_RANGE
+        if self.learn_temperature and not low <= self.similarity_temperature <= high:
+            raise ValueError(f"a learned temperature starts in [{low}, {high}], got {self.similarity_temperature}")
         object.__setattr__(self, "position_grid", tuple(int(v) for v in self.position_grid))
 
     def replace(self, **changes: Any) -> BPCLIPConfig:
@@ -105,7 +116,7 @@ class BPCLIPConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown BPCLIP config fields: {sorted(unknown)}")
-        return cls(**{"activations": PRE_ACTIVATIONS_FIELD, **data})  # written before the field existed
+        return cls(**{**FIELDS_BEFORE_THEY_EXISTED, **data})
 
 
 TINY_CLIP_MODEL = "bpclip-tiny-clip"

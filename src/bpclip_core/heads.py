@@ -54,7 +54,7 @@ class CLIPSpaceMapping(nn.Module):
 
 
 def adjective_probabilities(
-    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, temperature: float
+    image_embeddings: torch.Tensor, text_embeddings: torch.Tensor, temperature: float | torch.Tensor
 ) -> torch.Tensor:
     """Softmax over the cosine similarities of image and adjective embeddings (eq. 8, Fig. 1).
 

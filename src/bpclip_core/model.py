@@ -8,6 +8,7 @@ CLIP space (eq. 7) -> adjective probabilities (eq. 8) -> regressor (eq. 9).
 from __future__ import annotations
 
 import copy
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 from .adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
 from .attention import MultiscaleCrossAttention, SelfAttentionWeight
 from .backbone import MultiLevelBackbone, build_backbone
-from .config import BPCLIPConfig, ScoreScale
+from .config import TEMPERATURE_RANGE, BPCLIPConfig, ScoreScale
 from .errors import InputError
 from .gated_pooling import (
     GatedLocalPoolingFR,
@@ -118,6 +119,8 @@ class BPCLIP(nn.Module):
             CLIPSpaceMapping(config.token_dim, config.clip_hidden_dim, config.clip_dim) for _ in range(attended_levels)
         )
         self.regressor = QualityRegressor(attended_levels, num_adjectives, config.regressor_hidden_dim)
+        if config.learn_temperature:  # CLIP-style: the log of the logit scale 1 / temperature is learned
+            self.log_logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.similarity_temperature)))
         anchors = text_embeddings.detach().float().clone()
         if config.clip_text:  # frozen CLIP text embeddings
             self.register_buffer("text_embeddings", anchors)
@@ -127,6 +130,14 @@ class BPCLIP(nn.Module):
     @property
     def mode(self) -> str:
         return self.config.mode
+
+    @property
+    def temperature(self) -> torch.Tensor | float:
+        """The eq. 8 softmax temperature: the configured one, or the learned one within its clamp."""
+        if not self.config.learn_temperature:
+            return self.config.similarity_temperature
+        low, high = TEMPERATURE_RANGE
+        return torch.exp(-self.log_logit_scale.float().clamp(math.log(1 / high), math.log(1 / low)))
 
     def with_backbone(self, backbone: MultiLevelBackbone) -> BPCLIP:
         """A twin of this model that runs ``backbone`` and shares every other module and tensor."""
@@ -170,7 +181,7 @@ class BPCLIP(nn.Module):
         level_probabilities = torch.stack(
             [
                 adjective_probabilities(
-                    mapping(fusion(info, weight)), self.text_embeddings, self.config.similarity_temperature
+                    mapping(fusion(info, weight)), self.text_embeddings, self.temperature
                 )
                 for fusion, mapping, info, weight in zip(self.fusion, self.clip_mapping, information, weights)
             ],

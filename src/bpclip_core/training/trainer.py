@@ -90,6 +90,15 @@ def build_scheduler(optimizer: torch.optim.Optimizer, config: TrainConfig, steps
     return torch.optim.lr_scheduler.LambdaLR(optimizer, CosineRestarts(t_max * steps_per_epoch, floor))
 
 
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters with ``weight_decay``; a learned temperature is not decayed (as CLIP's
+    logit scale is not: decay would pull it towards temperature 1)."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    groups = [{"params": [p for name, p in named if name != "log_logit_scale"], "weight_decay": weight_decay}]
+    undecayed = [p for name, p in named if name == "log_logit_scale"]
+    return groups + [{"params": undecayed, "weight_decay": 0.0}] * bool(undecayed)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -353,9 +362,8 @@ class Trainer:
         patch = config.patch_size or model.config.image_size
         device = context.device
         model.to(device).train()
-        trainable = [p for p in model.parameters() if p.requires_grad]
         lr = config.learning_rate(self.mode)
-        optimizer = torch.optim.AdamW(trainable, lr=lr, weight_decay=config.weight_decay)
+        optimizer = torch.optim.AdamW(parameter_groups(model, config.weight_decay), lr=lr)
         train_set = self.dataset.subset(self.split.train, f"{self.dataset.name}-train")
         groups = reference_groups(train_set)
         steps_per_epoch = -(-len(self._epoch_order(groups, 0, context)) // config.batch_size)  # the same every epoch
