@@ -136,12 +136,21 @@ def new_file_mode() -> int:
 
 def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically (a killed write never leaves a half file), with
-    the usual file mode (:func:`new_file_mode`)."""
+    the usual file mode (:func:`new_file_mode`).
+
+    Raises:
+        ValueError: the model holds NaN or Inf weights (nothing is written: such a file could
+            never be loaded, and must never replace a good one).
+    """
     from safetensors.torch import save_file
 
     path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    broken = non_finite_tensors(tensors)
+    if broken:
+        shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
+        raise ValueError(f"not writing {path}: {len(broken)} of {len(tensors)} tensors hold NaN or Inf ({shown})")
+    path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model))}
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
@@ -151,6 +160,11 @@ def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors that hold NaN or Inf."""
+    return [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
@@ -275,9 +289,8 @@ def load_checkpoint(
         tensors = load_file(str(path))
     except Exception as exc:
         raise CheckpointError(f"{path}: cannot read the tensors (corrupt or truncated?): {exc}") from exc
-    for name, tensor in tensors.items():
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf values; the checkpoint is broken")
+    for name in non_finite_tensors(tensors)[:1]:
+        raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf values; the checkpoint is broken")
     model = BPCLIP(config, tensors["text_embeddings"], card)
     try:
         model.load_state_dict(tensors, strict=True)

@@ -146,11 +146,12 @@ def add_training_commands(subparsers: Any) -> dict[str, Handler]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from .reports import strict_json
     from .trainer import train
 
     config = config_from_args(args)
     result = train(config, resume=args.resume)
-    print(json.dumps({"best_checkpoint": str(result.best_checkpoint), "test": result.test_metrics}))
+    print(json.dumps(strict_json({"best_checkpoint": str(result.best_checkpoint), "test": result.test_metrics})))
     return EXIT_OK
 
 
@@ -158,7 +159,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from ..data.readers import read_dataset
     from ..data.splits import load_splits
     from .evaluation import evaluate_checkpoint
-    from .reports import write_report
+    from .reports import strict_json, write_report
 
     dataset = read_dataset(args.dataset, args.data)
     indices = None
@@ -186,7 +187,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         result["mos"],
         details=details,
     )
-    print(json.dumps(metrics))
+    print(json.dumps(strict_json(metrics)))
     return EXIT_OK
 
 

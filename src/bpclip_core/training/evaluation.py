@@ -53,6 +53,9 @@ def quality_metrics(
 ) -> dict[str, float]:
     """SRCC, KRCC, PLCC (raw), PLCC and RMSE after the logistic fit.
 
+    Non-finite predictions (a broken model) are left out; ``non_finite`` then counts them, and
+    with fewer than 3 finite predictions every metric is NaN.
+
     Args:
         predictions: predicted normalised quality (1 best).
         targets: ground-truth quality normalised the same way (1 best).
@@ -65,6 +68,13 @@ def quality_metrics(
     raw_mos = truth if mos is None else np.asarray(mos, dtype=np.float64)
     if pred.shape != truth.shape or pred.ndim != 1 or len(pred) < 3:
         raise ValueError(f"need at least 3 paired predictions and targets, got {pred.shape} and {truth.shape}")
+    finite = np.isfinite(pred)
+    non_finite = int((~finite).sum())
+    if non_finite:  # a broken model: measure what is left, and say how much was left out
+        pred, truth, raw_mos = pred[finite], truth[finite], raw_mos[finite]
+        if len(pred) < 3:
+            empty = dict.fromkeys(("srcc", "krcc", "plcc", "plcc_raw", "rmse"), float("nan"))
+            return {**empty, "count": len(pred), "non_finite": non_finite}
 
     def safe(value: float) -> float:
         return float(value) if math.isfinite(value) else 0.0
@@ -78,7 +88,8 @@ def quality_metrics(
     # PLCC after the fit is reported with the sign of the raw correlation with quality
     plcc = abs(plcc) * (1 if plcc_raw >= 0 else -1)
     rmse = float(np.sqrt(np.mean((direction_fit - raw_mos) ** 2)))
-    return {"srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_raw": plcc_raw, "rmse": rmse, "count": len(pred)}
+    out = {"srcc": srcc, "krcc": krcc, "plcc": plcc, "plcc_raw": plcc_raw, "rmse": rmse, "count": len(pred)}
+    return {**out, "non_finite": non_finite} if non_finite else out
 
 
 def summarise(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:

@@ -6,6 +6,7 @@ Plots use matplotlib's Agg backend (no display needed); matplotlib is imported o
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,17 @@ def curves_plot(history: Sequence[dict[str, Any]], path: Path, title: str) -> Pa
     return path
 
 
+def strict_json(value: Any) -> Any:
+    """``value`` with every NaN or Inf float replaced by None, so that it is strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 def _format_metrics(metrics: dict[str, Any]) -> str:
     return " | ".join(f"{metrics[k]:.4f}" if isinstance(metrics.get(k), float) else "-" for k in METRIC_NAMES)
 
@@ -90,8 +102,14 @@ def write_report(
     if predictions is not None and mos is not None:
         payload["predictions"] = [float(p) for p in predictions]
         payload["mos"] = [float(m) for m in mos]
-    (folder / "metrics.json").write_text(json.dumps(payload, indent=1))
+    (folder / "metrics.json").write_text(json.dumps(strict_json(payload), indent=1, allow_nan=False))
     lines = [f"# {title}", ""]
+    if metrics.get("non_finite"):
+        lines += [
+            f"**Warning: {metrics['non_finite']} predictions were NaN or Inf** (the model's weights are broken); "
+            f"the metrics below describe the {metrics['count']} finite ones.",
+            "",
+        ]
     for key, value in (details or {}).items():
         if not isinstance(value, (dict, list)):
             lines.append(f"- {key}: {value}")

@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from ..adjectives import Adjective
+from ..checkpoint import non_finite_tensors
 from ..config import preset
 from ..errors import BPCLIPError
 from ..model import BPCLIP, ModelCard
@@ -55,6 +56,14 @@ LOG_COLUMNS = ("epoch", "train_loss", "lr", "val_srcc", "val_plcc", "seconds")
 
 class TrainingError(BPCLIPError, ValueError):
     """A run cannot start or resume as asked (e.g. a resume checkpoint from another config)."""
+
+
+class NonFiniteLossError(TrainingError):
+    """A training step's loss is NaN or Inf (on this rank or another); no weight was changed."""
+
+    def __init__(self, value: float) -> None:
+        super().__init__(f"the training loss is {value} (not finite)")
+        self.value = value
 
 
 @dataclass
@@ -124,6 +133,11 @@ def train_step(
     if ranking_weight > 0:
         loss = loss + ranking_weight * ranking_loss(predicted, target, torch.as_tensor(batch["group"]).to(device))
     optimizer.zero_grad(set_to_none=True)
+    finite = torch.isfinite(loss.detach()).to(torch.int32)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank stops, or none
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        raise NonFiniteLossError(float(loss.detach()))  # before backward: this step changes no weight
     loss.backward()
     optimizer.step()
     return float(loss.detach()), len(predicted)
@@ -308,6 +322,19 @@ class Trainer:
         finally:
             model.card = original
 
+    def _non_finite_message(self, what: str, epoch: int) -> str:
+        """Why the run stopped, what is kept, and what usually helps."""
+        kept = (
+            f"the checkpoints in {self.out_dir} hold weights from before epoch {epoch + 1} (nothing non-finite is "
+            f"ever written)"
+            if epoch > 0
+            else "no checkpoint was written"
+        )
+        return (
+            f"training stopped: {what}; {kept}. Usual causes: a learning rate too high for the batch size "
+            f"(lower lr, e.g. halve it), or fp16 without a loss scaler; start a new run with the change"
+        )
+
     def _write_log(self, history: list[dict[str, Any]]) -> None:
         path = self.out_dir / "log.csv"
         partial = path.with_name(".log.csv.partial")
@@ -424,11 +451,15 @@ class Trainer:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
-            for batch in batches:
-                loss, size = train_step(
-                    wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives,
-                    config.ranking_loss_weight,
-                )  # fmt: skip
+            for step, batch in enumerate(batches, 1):
+                try:
+                    loss, size = train_step(
+                        wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives,
+                        config.ranking_loss_weight,
+                    )  # fmt: skip
+                except NonFiniteLossError as exc:
+                    where = f"{exc} at epoch {epoch + 1}, step {step}"
+                    raise TrainingError(self._non_finite_message(where, epoch)) from None
                 total += loss * size
                 count += size
                 if config.schedule == "restarts":
@@ -438,6 +469,10 @@ class Trainer:
             train_loss = mean_across_ranks(total / max(count, 1), context)
 
             row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": current_lr}
+            broken = non_finite_tensors(model.state_dict())  # a finite loss can still leave Inf/NaN weights
+            if broken:
+                what = f"{len(broken)} weight tensors ({broken[0]}, ...) hold NaN or Inf after epoch {epoch + 1}"
+                raise TrainingError(self._non_finite_message(what, epoch))
             if context.is_main:
                 val_metrics = None
                 if val_set is not None:
