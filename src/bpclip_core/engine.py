@@ -1,11 +1,14 @@
 """The inference engine every front end uses: any input, batched, on any device.
 
 Inputs: file paths, folders, PIL images, numpy arrays (H, W[, C]) and tensors in [0, 1]
-((3, H, W) or (N, 3, H, W)), for NR and for FR pairs. Files are decoded in DataLoader
-workers while the model runs; the device is picked automatically (cuda, mps, cpu); GPUs run
-in bf16/fp16 autocast; the attention blocks are compiled (TorchScript by default). For
-inference the backbone runs with its frozen BatchNorm folded into the convolutions and, on
-CPU and CUDA, in channels_last layout (both measured in benchmarks/RESULTS.md).
+((3, H, W) or (N, 3, H, W)), for NR and for FR pairs (what they are and how they pair:
+loading.py). Files are decoded in DataLoader workers while the model runs: to float views on
+the CPU (the ``cpu`` pipeline), or, on CUDA by default, to uint8 with the resize, crops and
+JPEG decoding on the device (the ``device`` pipeline, device_pipeline.py). The device is
+picked automatically (cuda, mps, cpu); GPUs run in bf16/fp16 autocast; the attention blocks
+are compiled (TorchScript by default). For inference the backbone runs with its frozen
+BatchNorm folded into the convolutions and, on CPU and CUDA, in channels_last layout (both
+measured in benchmarks/RESULTS.md).
 
 One bad input (unreadable, not a regular file, over the pixel limit, too small, no FR
 partner, NaN, a non-finite score, an object that is no image) gives an error for that
@@ -19,26 +22,47 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from .backbone import fold_frozen_batchnorm
 from .checkpoint import load_checkpoint
 from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
+from .device_pipeline import (
+    JPEG_DECODERS,
+    DecodedInputs,
+    DeviceViews,
+    OnDevice,
+    device_decodes_jpeg,
+    on_device,
+    to_device,
+    value_stats,
+)
 from .errors import BPCLIPError, DeviceError, InputError
 from .explain import explain
-from .images import IMAGE_SUFFIXES, default_max_pixels, find_images, load_image, pil_to_tensor
-from .inputs import check_images, check_min_side
+from .images import default_max_pixels
+from .inputs import check_image_shape, check_images, value_problem
+from .loading import (
+    PreparedViews,
+    Unpaired,
+    expand_with_roots,
+    input_label,
+    pair_references,
+    single_thread_worker,
+)
+from .loading import expand_inputs as expand_inputs  # re-exported: the command imports it from here
+from .loading import is_empty_folder as is_empty_folder  # re-exported, as above
 from .model import BPCLIP, QualityOutput
 from .protocol import TestTimeProtocol
 from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
+
+PIPELINES = ("auto", "cpu", "device")
 
 
 @dataclass
@@ -145,245 +169,6 @@ def load_quality_model(
     return load_checkpoint(checkpoint, mode=mode)
 
 
-def _label(source: Any, index: int) -> str:
-    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} #{index}>"
-
-
-_ATOMIC_TYPES = (str, Path, bytes, bytearray, memoryview, Mapping)  # one input each, never iterated
-
-
-def to_image_tensor(
-    source: Any, min_short_side: int | None = None, data_range: float = 1.0, max_pixels: int | None = None
-) -> torch.Tensor:
-    """Any supported single-image source as a (3, H, W) float tensor in [0, 1].
-
-    Args:
-        source: a file path, PIL image, numpy array (H, W[, C]) or tensor (3, H, W).
-        min_short_side: files may be decoded at a reduced scale that keeps this short side.
-        data_range: the value of white for float (and non-uint8 integer) arrays and tensors;
-            uint8 data is always read as 0..255 and uint16 arrays as 0..65535.
-        max_pixels: the pixel limit of image files (default :func:`default_max_pixels`).
-    Raises:
-        InputError: an object that is not an image, or values that are not one.
-    """
-    if isinstance(source, (str, Path)):
-        image = load_image(source, min_short_side, max_pixels)
-        check_min_side(image, f"{source}: image")  # the error names the file, not "images"
-        return image
-    if isinstance(source, torch.Tensor):
-        image, scale = _tensor_as_float(source)
-    elif isinstance(source, np.ndarray):
-        image, scale = _array_as_float(source)
-    elif hasattr(source, "mode") and hasattr(source, "convert"):  # a PIL image
-        image, scale = pil_to_tensor(source), 1.0
-    else:
-        hint = (
-            " (for encoded image bytes: PIL.Image.open(io.BytesIO(data)))"
-            if isinstance(source, (bytes, bytearray, memoryview))
-            else ""
-        )
-        raise InputError(
-            f"cannot score an object of type {type(source).__name__}: pass a path, PIL image, array or tensor{hint}"
-        )
-    return check_images(image, "image", data_range if scale is None else scale)[0]
-
-
-def _check_dtype(kind: str, dtype: Any, is_complex: bool, is_bool: bool) -> None:
-    if is_complex:
-        raise InputError(f"{kind} of complex dtype {dtype} cannot be scored: pass the real-valued image")
-    if is_bool:
-        raise InputError(f"{kind} of dtype {dtype} cannot be scored: pass uint8 or float image data")
-
-
-def _tensor_as_float(source: torch.Tensor) -> tuple[torch.Tensor, float | None]:
-    """A tensor as float32 on the CPU and its white value (None: the caller's data_range)."""
-    if source.is_meta:
-        raise InputError("a tensor on the meta device holds no data and cannot be scored")
-    _check_dtype("a tensor", source.dtype, source.is_complex(), source.dtype == torch.bool)
-    scale = {torch.uint8: 255.0, getattr(torch, "uint16", torch.uint8): 65535.0}.get(source.dtype)
-    return source.detach().cpu().float(), scale
-
-
-def _array_as_float(source: np.ndarray) -> tuple[torch.Tensor, float | None]:
-    """An (H, W[, C]) array as a (3, H, W) float32 tensor and its white value."""
-    if source.dtype.kind not in "biuf":
-        if source.dtype.kind == "c":
-            _check_dtype("an array", source.dtype, True, False)
-        raise InputError(f"an array of dtype {source.dtype} cannot be scored: pass uint8 or float image data")
-    _check_dtype("an array", source.dtype, False, source.dtype.kind == "b")
-    array = source
-    if array.ndim == 2:
-        array = array[..., None]
-    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
-        raise InputError(f"numpy images must be (H, W), (H, W, 3) or (H, W, 4), got {source.shape}")
-    if array.shape[2] == 1:
-        array = array.repeat(3, axis=2)
-    array = array[..., :3]
-    scale = {np.dtype(np.uint8): 255.0, np.dtype(np.uint16): 65535.0}.get(array.dtype)
-    image = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)
-    return image, scale
-
-
-def _expand_with_roots(inputs: Any) -> list[tuple[Any, Path | None]]:
-    """Like :func:`expand_inputs`, each source with the folder it was found in (None: given directly)."""
-    if isinstance(inputs, _ATOMIC_TYPES) or not isinstance(inputs, Iterable) or hasattr(inputs, "convert"):
-        inputs = [inputs]
-    elif isinstance(inputs, (torch.Tensor, np.ndarray)):
-        inputs = list(inputs) if inputs.ndim == 4 else [inputs]
-    out: list[tuple[Any, Path | None]] = []
-    for item in inputs:
-        if isinstance(item, (str, Path)) and Path(item).is_dir():
-            found = find_images([item])
-            # a folder with no images (or named like one, x.jpg) stays an input: it is reported
-            if found:
-                out.extend((p, Path(item)) for p in found)
-            else:
-                out.append((Path(item), None))
-        elif isinstance(item, torch.Tensor) and item.ndim == 4:
-            out.extend((t, None) for t in item)
-        else:
-            out.append((item, None))
-    return out
-
-
-def expand_inputs(inputs: Any) -> list[Any]:
-    """A flat list of single-image sources: folders are expanded, batches are split.
-
-    A folder that holds no image files is kept as one input, which fails with a clear error.
-    """
-    return [source for source, _ in _expand_with_roots(inputs)]
-
-
-def is_empty_folder(source: Any) -> bool:
-    """Whether an expanded source is a folder in which no image files were found."""
-    return isinstance(source, (str, Path)) and Path(source).is_dir()
-
-
-@dataclass(frozen=True)
-class Unpaired:
-    """The reference of an input that has none, and why (see :func:`pair_references`)."""
-
-    reason: str
-
-
-def pair_references(sources: Sequence[Any], references: Any, roots: Sequence[Path | None] | None = None) -> list[Any]:
-    """One reference per input: a folder, a single image for all, or a list of one per input.
-
-    A reference folder is matched to each file input by its path relative to the folder it
-    was found in (``roots``; an input given directly counts as top level): the same relative
-    path, then the same relative path with another suffix, then a top-level reference of
-    the same name or stem; a top-level input may also match a reference anywhere by name or
-    stem when exactly one has it. Inputs without a (unique) match get :class:`Unpaired`
-    with the reason: an ambiguous name is never guessed.
-    """
-    if references is None:
-        return [None] * len(sources)
-    if isinstance(references, (str, Path)) and Path(references).is_dir():
-        return _pair_with_folder(sources, roots or [None] * len(sources), Path(references))
-    expanded = expand_inputs(references)
-    if len(expanded) == 1:
-        return expanded * len(sources)
-    if len(expanded) != len(sources):
-        raise InputError(f"got {len(sources)} images but {len(expanded)} references; pass one per image or one for all")
-    return expanded
-
-
-def _pair_with_folder(sources: Sequence[Any], roots: Sequence[Path | None], folder: Path) -> list[Any]:
-    files = [p for p in find_images([folder]) if p.suffix.lower() in IMAGE_SUFFIXES]
-    by_rel = {p.relative_to(folder): p for p in files}
-    by_rel_stem: dict[Path, list[Path]] = defaultdict(list)
-    by_name: dict[str, list[Path]] = defaultdict(list)
-    by_stem: dict[str, list[Path]] = defaultdict(list)
-    for rel, path in by_rel.items():
-        by_rel_stem[rel.with_suffix("")].append(path)
-        by_name[rel.name].append(path)
-        by_stem[Path(rel.name).stem].append(path)
-
-    def unique(candidates: list[Path], what: str) -> Path | Unpaired | None:
-        if len(candidates) > 1:
-            shown = ", ".join(str(c) for c in candidates[:4]) + (", ..." if len(candidates) > 4 else "")
-            return Unpaired(f"ambiguous reference: {len(candidates)} references {what} ({shown})")
-        return candidates[0] if candidates else None
-
-    def match(source: Any, root: Path | None) -> Path | Unpaired:
-        if not isinstance(source, (str, Path)):
-            return Unpaired("only file inputs can be paired with a reference folder")
-        path = Path(source)
-        rel = path.relative_to(root) if root is not None else Path(path.name)
-        top_level = rel.parent == Path(".")
-        stem = f"are named {path.stem}.*"
-        steps: list[tuple[list[Path], str]] = [
-            ([by_rel[rel]] if rel in by_rel else [], ""),
-            (by_rel_stem.get(rel.with_suffix(""), []), f"match {rel.with_suffix('')}.*"),
-            ([p for p in by_name.get(rel.name, []) if p.parent == folder], ""),
-            ([p for p in by_stem.get(path.stem, []) if p.parent == folder], stem),
-        ]
-        if top_level:  # an input given directly may find its reference in any subfolder
-            steps += [(by_name.get(rel.name, []), f"are named {rel.name}"), (by_stem.get(path.stem, []), stem)]
-        for candidates, what in steps:
-            found = unique(candidates, what)
-            if found is not None:
-                return found
-        elsewhere = by_name.get(rel.name) or by_stem.get(path.stem)
-        if elsewhere:
-            return Unpaired(
-                f"no reference image at {folder / rel} (references are matched by relative path; "
-                f"a reference of that name is in another subfolder: {elsewhere[0]})"
-            )
-        return Unpaired(f"no reference image found for this image in {folder}")
-
-    return [match(source, root) for source, root in zip(sources, roots)]
-
-
-class _PreparedViews(Dataset):
-    """Decodes and cuts the views of input ``i`` (in a DataLoader worker when files are involved)."""
-
-    def __init__(
-        self,
-        sources: list[Any],
-        references: list[Any],
-        protocol: TestTimeProtocol,
-        needs_reference: bool,
-        data_range: float = 1.0,
-        max_pixels: int | None = None,
-    ):
-        self.sources, self.references = sources, references
-        self.protocol, self.needs_reference = protocol, needs_reference
-        self.data_range = data_range
-        limit = default_max_pixels() if max_pixels is None else max_pixels
-        # the 'full' protocol keeps images as they are: its own limit is checked before decoding too
-        self.max_pixels = min(limit, protocol.max_pixels) if protocol.decode_short_side is None else limit
-
-    def __len__(self) -> int:
-        return len(self.sources)
-
-    def __getitem__(self, index: int) -> tuple[int, torch.Tensor | None, torch.Tensor | None, str | None]:
-        try:
-            source, reference = self.sources[index], self.references[index]
-            if is_empty_folder(source):
-                raise InputError(f"{source}: is a folder with no image files in it")
-            if isinstance(reference, Unpaired):
-                raise InputError(reference.reason)
-            if self.needs_reference and reference is None:
-                raise InputError("no reference image found for this image")
-            if not self.needs_reference and reference is not None:
-                raise InputError("a no-reference model takes no reference image")
-            short = self.protocol.decode_short_side
-            image = to_image_tensor(source, short, self.data_range, self.max_pixels)
-            if reference is not None:
-                reference = to_image_tensor(reference, short, self.data_range, self.max_pixels)
-            views, ref_views = self.protocol.pair_views(image, reference)
-            return index, views, ref_views, None
-        except BPCLIPError as exc:
-            return index, None, None, str(exc)
-        except Exception as exc:  # anything else that one input raises is that input's error
-            return index, None, None, f"{type(exc).__name__}: {exc}"
-
-
-def _single_thread_worker(_: int) -> None:
-    torch.set_num_threads(1)  # decoding workers must not compete with the model for cores
-
-
 NON_FINITE_ERROR = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
 
 
@@ -407,6 +192,16 @@ class QualityEngine:
             into the convolutions (same function; the copy is refolded when the weights change).
         max_pixels: the largest image file decoded, checked from its header before decoding
             (default ``$BPCLIP_MAX_PIXELS`` or :data:`bpclip_core.images.DEFAULT_MAX_PIXELS`).
+        pipeline: ``auto`` (``device`` on CUDA, ``cpu`` elsewhere), ``cpu`` (workers decode
+            files to float and cut the views) or ``device`` (workers decode to uint8, which is
+            pinned and sent to the device; float conversion, resize and crops run there; the
+            checks of in-memory batches run there too, read back once per batch). Both give the
+            same scores on the CPU (tests/test_loading.py).
+        jpeg_decoder: with the ``device`` pipeline, who decodes JPEG files: ``auto``
+            (``torchvision`` on CUDA when it has nvjpeg, else ``pil``), ``pil`` (in the workers,
+            at the reduced scale the protocol allows) or ``torchvision``
+            (``torchvision.io.decode_jpeg`` on the engine's device, batched: nvjpeg on CUDA;
+            full-scale decoding, then the device's resize; a file it refuses goes to PIL).
     """
 
     def __init__(
@@ -422,13 +217,24 @@ class QualityEngine:
         channels_last: bool | None = None,
         fold_batchnorm: bool = True,
         max_pixels: int | None = None,
+        pipeline: str = "auto",
+        jpeg_decoder: str = "auto",
     ) -> None:
         if batch_size < 1 or top_k < 1:
             raise ValueError("batch_size and top_k must be at least 1")
+        if pipeline not in PIPELINES or jpeg_decoder not in JPEG_DECODERS:
+            raise ValueError(
+                f"pipeline must be one of {PIPELINES} and jpeg_decoder one of {JPEG_DECODERS}, "
+                f"got {pipeline!r} and {jpeg_decoder!r}"
+            )
         if max_pixels is not None and max_pixels < 1:
             raise ValueError(f"max_pixels must be a positive number of pixels, got {max_pixels}")
         self.max_pixels = default_max_pixels() if max_pixels is None else int(max_pixels)
         self.device = pick_device(device)
+        self.pipeline = ("device" if self.device.type == "cuda" else "cpu") if pipeline == "auto" else pipeline
+        if jpeg_decoder == "torchvision" and not (self.pipeline == "device" and device_decodes_jpeg(self.device)):
+            raise ValueError(f"jpeg_decoder='torchvision' needs the device pipeline and decode_jpeg on {self.device}")
+        self.jpeg_decoder = jpeg_decoder
         self.dtype = autocast_dtype(self.device, precision)
         self.model = compile_attention(model.eval(), attention).to(self.device)
         self.channels_last = prefers_channels_last(self.device) if channels_last is None else channels_last
@@ -493,24 +299,35 @@ class QualityEngine:
         By default under ``torch.inference_mode`` with float32 outputs on the CPU; with
         ``differentiable=True`` gradients flow and outputs stay on the model's device.
         """
+        output = self._forward(views, references, differentiable)
+        return output if differentiable else _on_cpu(output)
+
+    def _forward(
+        self, views: torch.Tensor, references: torch.Tensor | None = None, differentiable: bool = False
+    ) -> QualityOutput:
+        """:meth:`forward_views` with the outputs left on the device (read them back once, later)."""
         scores, probabilities = [], []
         grad_mode = contextlib.nullcontext() if differentiable else torch.inference_mode()
         model = self.model if differentiable else self.inference_model()
         with grad_mode:
             for start in range(0, views.shape[0], self.batch_size):
-                x = views[start : start + self.batch_size].to(self.device, non_blocking=True)
+                x = self._to_device(views[start : start + self.batch_size], differentiable)
                 ref = None
                 if references is not None:
-                    ref = references[start : start + self.batch_size].to(self.device, non_blocking=True)
-                if self.channels_last:
-                    x = x.contiguous(memory_format=torch.channels_last)
-                    ref = None if ref is None else ref.contiguous(memory_format=torch.channels_last)
+                    ref = self._to_device(references[start : start + self.batch_size], differentiable)
                 with self._autocast():
                     out = model(x, ref)
-                score, probs = out.score.float(), out.level_probabilities.float()
-                scores.append(score if differentiable else score.cpu())
-                probabilities.append(probs if differentiable else probs.cpu())
+                scores.append(out.score.float())
+                probabilities.append(out.level_probabilities.float())
         return QualityOutput(torch.cat(scores), torch.cat(probabilities))
+
+    def _to_device(self, views: torch.Tensor, differentiable: bool = False) -> torch.Tensor:
+        """Views on the device in the model's layout; the device pipeline copies through pinned memory."""
+        if self.pipeline == "device" and not differentiable:
+            views = to_device(views, self.device)
+        else:
+            views = views.to(self.device, non_blocking=True)
+        return views.contiguous(memory_format=torch.channels_last) if self.channels_last else views
 
     def predict(
         self,
@@ -527,16 +344,42 @@ class QualityEngine:
             raise InputError("this is a full-reference model: pass reference images")
         if self.mode == "nr" and references is not None:
             raise InputError("this is a no-reference model: it takes no reference images")
+        if self.pipeline == "device" and not differentiable:
+            return self._predict_on_device(images, references, data_range)
         images = check_images(images, "images", data_range)
         if references is not None:
-            references = check_images(references, "references", data_range)
-            if references.shape != images.shape:
-                raise InputError(
-                    f"full-reference pairs must have the same shape: images {tuple(images.shape)} "
-                    f"vs references {tuple(references.shape)}"
-                )
+            references = _same_shape(images, check_images(references, "references", data_range))
         views, ref_views, counts = self.protocol.batch_views(images, references)
         return _mean_over_views(self.forward_views(views, ref_views, differentiable), counts)
+
+    def _predict_on_device(
+        self, images: torch.Tensor, references: torch.Tensor | None, data_range: float
+    ) -> QualityOutput:
+        """:meth:`predict` with each batch sent (pinned) to the device before anything reads its
+        values: checks, conversion and views run there; the checks are read back once, at the end."""
+        images = check_image_shape(images, "images")
+        if references is not None:
+            references = _same_shape(images, check_image_shape(references, "references"))
+        outputs, stats = [], defaultdict(list)
+
+        def send(batch: torch.Tensor, name: str) -> torch.Tensor:
+            batch = to_device(batch, self.device)
+            batch = batch if batch.is_floating_point() else batch.float()
+            stats[name].append(value_stats(batch))
+            return batch / data_range if data_range != 1.0 else batch
+
+        for start in range(0, images.shape[0], self.batch_size):
+            part = slice(start, start + self.batch_size)
+            refs = None if references is None else send(references[part], "references")
+            views, ref_views, counts = self.protocol.batch_views(send(images[part], "images"), refs)
+            outputs.append(_mean_over_views(self._forward(views, ref_views), counts))
+        for name, parts in stats.items():
+            finite, low, high = torch.stack(parts).T.tolist()  # the one sync of this call
+            problem = value_problem(name, all(f == 1.0 for f in finite), min(low), max(high), data_range)
+            if problem is not None:
+                raise InputError(problem)
+        scores = torch.cat([o.score for o in outputs])
+        return _on_cpu(QualityOutput(scores, torch.cat([o.level_probabilities for o in outputs])))
 
     def score(
         self,
@@ -573,7 +416,7 @@ class QualityEngine:
         """
         if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
             raise ValueError(f"data_range must be a positive number, got {data_range!r}")
-        expanded = _expand_with_roots(inputs)
+        expanded = expand_with_roots(inputs)
         if not expanded:
             raise InputError("no images to score")
         sources = [source for source, _ in expanded]
@@ -582,12 +425,19 @@ class QualityEngine:
             raise InputError("this is a full-reference model: pass reference images")
         if self.mode == "fr" and all(r is None or isinstance(r, Unpaired) for r in refs):
             raise InputError(
-                f"no reference in {_label(references, 0)} matches any of the {len(sources)} images "
+                f"no reference in {input_label(references, 0)} matches any of the {len(sources)} images "
                 f"(references are matched by relative path, then by file name, then by stem)"
             )
         if self.mode == "nr" and references is not None:
             raise InputError("this is a no-reference model: it takes no reference images")
-        dataset = _PreparedViews(sources, refs, self.protocol, self.mode == "fr", float(data_range), self.max_pixels)
+        args = (self.protocol, self.mode == "fr", float(data_range), self.max_pixels)
+        prepare: Callable[[list], list] = list
+        if self.pipeline == "device":  # the workers never hold tensors that are on the device already
+            held = [[OnDevice() if on_device(s, self.device) else s for s in group] for group in (sources, refs)]
+            dataset = DecodedInputs(*held, *args, device_jpeg=self._device_jpeg())
+            prepare = DeviceViews(dataset, sources, refs, self.device)
+        else:
+            dataset = PreparedViews(sources, refs, *args)
         uses_files = any(isinstance(s, (str, Path)) for s in sources)
         workers = self.num_workers if uses_files and len(sources) > 1 else 0
         loader = DataLoader(
@@ -595,22 +445,42 @@ class QualityEngine:
             batch_size=self.batch_size,
             num_workers=workers,
             collate_fn=list,
-            worker_init_fn=_single_thread_worker if workers else None,
+            worker_init_fn=single_thread_worker if workers else None,
             prefetch_factor=2 if workers else None,
             pin_memory=self.device.type == "cuda",
         )
+        in_flight = self._batches_in_flight()
+        pending: list[tuple[dict[int, ScoredInput], list]] = []
         for chunk in loader:
-            results = {
-                index: ScoredInput(
-                    _label(sources[index], index),
-                    None if refs[index] is None or isinstance(refs[index], Unpaired) else _label(refs[index], index),
-                )
-                for index, *_ in chunk
-            }
-            self._score_chunk(chunk, results)
-            yield len(sources), sorted(results.items())
+            results = {index: self._blank_result(sources, refs, index) for index, *_ in chunk}
+            pending.append((results, self._launch(prepare(chunk), results)))
+            if len(pending) > in_flight:
+                yield len(sources), self._finish(*pending.pop(0))
+        for results, launched in pending:
+            yield len(sources), self._finish(results, launched)
 
-    def _score_chunk(self, chunk: list, results: dict[int, ScoredInput]) -> None:
+    def _batches_in_flight(self) -> int:
+        """Batches queued on the device before the oldest one's scores are read back: on an
+        accelerator the next batch is prepared and queued first (the read waits for the device),
+        so the device does not wait for Python; on the CPU there is nothing to overlap."""
+        return 0 if self.device.type == "cpu" else 1
+
+    @staticmethod
+    def _blank_result(sources: list[Any], refs: list[Any], index: int) -> ScoredInput:
+        reference = refs[index]
+        paired = reference is not None and not isinstance(reference, Unpaired)
+        return ScoredInput(input_label(sources[index], index), input_label(reference, index) if paired else None)
+
+    def _device_jpeg(self) -> bool:
+        """Whether the device pipeline hands JPEG files to torchvision's decoder on the device."""
+        if self.jpeg_decoder == "auto":
+            return self.device.type == "cuda" and device_decodes_jpeg(self.device)
+        return self.jpeg_decoder == "torchvision"
+
+    def _launch(self, chunk: list, results: dict[int, ScoredInput]) -> list[tuple[list[int], QualityOutput]]:
+        """Run the model on a chunk's views, one batch per view size; outputs stay on the device.
+        A batch that fails is retried input by input, so that the culprit gets the error."""
+        launched: list[tuple[list[int], QualityOutput]] = []
         by_shape: dict[tuple, list] = defaultdict(list)
         for index, views, ref_views, error in chunk:
             if error is not None:
@@ -622,15 +492,24 @@ class QualityEngine:
             views = torch.cat([v for _, v, _ in items])
             refs = None if items[0][2] is None else torch.cat([r for _, _, r in items])
             try:
-                output = _mean_over_views(self.forward_views(views, refs), counts)
+                output = _mean_over_views(self._forward(views, refs), counts)
             except (BPCLIPError, ValueError, RuntimeError) as exc:  # e.g. NaN in one tensor input
                 if len(items) == 1:
                     results[items[0][0]].error = str(exc)
                     continue
                 for item in items:  # find the culprit: score the group's inputs one by one
-                    self._score_chunk([(item[0], item[1], item[2], None)], results)
+                    launched += self._launch([(item[0], item[1], item[2], None)], results)
                 continue
-            self._record(output, [i for i, _, _ in items], results)
+            launched.append(([i for i, _, _ in items], output))
+        return launched
+
+    def _finish(
+        self, results: dict[int, ScoredInput], launched: list[tuple[list[int], QualityOutput]]
+    ) -> list[tuple[int, ScoredInput]]:
+        """Read a chunk's outputs back and record them: its results in input order."""
+        for indices, output in launched:
+            self._record(_on_cpu(output), indices, results)
+        return sorted(results.items())
 
     def _record(self, output: QualityOutput, indices: list[int], results: dict[int, ScoredInput]) -> None:
         scale = self.model.card.score_scale
@@ -645,6 +524,20 @@ class QualityEngine:
             result.mos = float(scale.to_mos(explanation.score))
             result.top_adjectives = explanation.top_adjectives
             result.dimensions = {k: v.goodness for k, v in explanation.dimensions.items()}
+
+
+def _on_cpu(output: QualityOutput) -> QualityOutput:
+    return QualityOutput(output.score.cpu(), output.level_probabilities.cpu())
+
+
+def _same_shape(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """``references``, if it has the shape of ``images`` (an FR batch), else an :class:`InputError`."""
+    if references.shape != images.shape:
+        raise InputError(
+            f"full-reference pairs must have the same shape: images {tuple(images.shape)} "
+            f"vs references {tuple(references.shape)}"
+        )
+    return references
 
 
 def _mean_over_views(output: QualityOutput, counts: list[int]) -> QualityOutput:

@@ -8,10 +8,13 @@ wrong while decoding one file becomes an :class:`ImageReadError` naming that fil
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -108,30 +111,111 @@ def load_image(path: str | Path, min_short_side: int | None = None, max_pixels: 
             :func:`default_max_pixels`, checked from the header before decoding), or not
             decodable; the message names the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    return pixels_to_float(load_pixels(path, min_short_side, max_pixels))
+
+
+def load_pixels(path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None) -> torch.Tensor:
+    """:func:`load_image` before the float conversion: 8-bit images as (3, H, W) uint8.
+
+    The pixels are those :func:`load_image` divides by 255 (same reduced decoding, same
+    orientation); 16-bit, 32-bit integer and float images, which uint8 cannot hold, come as
+    float (3, H, W) in [0, 1]. Raises :class:`ImageReadError` as :func:`load_image` does.
+    """
+    path = Path(path)
+    with _decoding(path), open_regular_file(path) as handle:
+        return _decode(handle, path, min_short_side, max_pixels)
+
+
+@dataclass(frozen=True)
+class EncodedJPEG:
+    """A JPEG file's bytes, for a batched decoder on the device, with what :func:`load_image`
+    would do after decoding: its EXIF orientation and the factor of its reduced decoding
+    (:func:`jpeg_draft_scale`), for the device to reproduce (a box reduction, then the orientation)."""
+
+    data: torch.Tensor  # (num_bytes,) uint8
+    orientation: int = 1
+    reduce: int = 1
+
+
+def jpeg_draft_scale(width: int, height: int, min_short_side: int | None) -> int:
+    """The factor (1, 2, 4 or 8) by which :func:`load_image` decodes a ``width`` x ``height``
+    JPEG to keep ``min_short_side``: PIL's ``draft`` of the size requested in ``_decode``."""
+    if min_short_side is None or min(width, height) / min_short_side < 2:
+        return 1
+    scale = min(width, height) / min_short_side
+    factor = min(width // int(width / scale), height // int(height / scale))
+    return next(s for s in (8, 4, 2, 1) if factor >= s)
+
+
+def load_pixels_or_jpeg(
+    path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None
+) -> torch.Tensor | EncodedJPEG:
+    """A JPEG that a device decoder can take as it is, else :func:`load_pixels`.
+
+    Taken as it is (one read, header checked, nothing decoded): a YCbCr or grayscale JPEG
+    of at most :data:`REDUCE_ABOVE_PIXELS` that ends with its end-of-image marker (a
+    truncated file goes to PIL, which reports it); the pixel limit is checked from the
+    header first. Anything else (CMYK, Adobe RGB-coded, huge, truncated, other formats) is
+    decoded here, from the bytes already read.
+    """
+    from PIL import Image
 
     path = Path(path)
+    with _decoding(path), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        with open_regular_file(path) as handle:
+            data = handle.read()
+        with Image.open(io.BytesIO(data)) as opened:
+            width, height = opened.size
+            _check_pixel_limit(path, width, height, max_pixels)
+            plain = opened.mode == "L" or (opened.mode == "RGB" and opened.info.get("adobe_transform", 1) != 0)
+            complete = data.rstrip(b"\0").endswith(b"\xff\xd9")  # ends with its end-of-image marker
+            if opened.format == "JPEG" and plain and complete and width * height <= REDUCE_ABOVE_PIXELS:
+                reduce = jpeg_draft_scale(width, height, min_short_side)
+                return EncodedJPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), _orientation(opened), reduce)
+        return _decode(io.BytesIO(data), path, min_short_side, max_pixels)
+
+
+def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
+    """Decoded pixels as float in [0, 1]: uint8 divided by 255 (float pixels are returned as they are)."""
+    return pixels.float().div_(255.0) if pixels.dtype == torch.uint8 else pixels
+
+
+def _check_pixel_limit(path: Path, width: int, height: int, max_pixels: int | None) -> None:
     limit = default_max_pixels() if max_pixels is None else max_pixels
-    handle = open_regular_file(path)
+    if width * height > limit:
+        raise ImageReadError(
+            f"{path}: image is {width}x{height} = {width * height} px, over the pixel limit of "
+            f"{limit} px (raise it with --max-pixels or {MAX_PIXELS_ENV}, or shrink the file)"
+        )
+
+
+def _decode(handle, path: Path, min_short_side: int | None, max_pixels: int | None) -> torch.Tensor:
+    """Decode an open image file: pixel limit from the header, reduced decoding, orientation."""
+    from PIL import Image
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        with Image.open(handle) as opened:
+            _check_pixel_limit(path, *opened.size, max_pixels)
+            orientation = _orientation(opened)
+            if min_short_side is not None and opened.format == "JPEG":
+                scale = min(opened.size) / min_short_side
+                if scale >= 2:
+                    opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
+            opened.load()
+            integer_peak = 65535.0 if opened.mode.startswith("I;16") else None
+            image = _apply_orientation(_reduce_big(opened, min_short_side), orientation)
+            return _pil_to_pixels(image, integer_peak)
+
+
+@contextlib.contextmanager
+def _decoding(path: Path) -> Iterator[None]:
+    """Any exception while reading or decoding ``path`` as an :class:`ImageReadError` naming it."""
+    from PIL import Image, UnidentifiedImageError
+
     try:
-        with handle, warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-            with Image.open(handle) as opened:
-                width, height = opened.size
-                if width * height > limit:
-                    raise ImageReadError(
-                        f"{path}: image is {width}x{height} = {width * height} px, over the pixel limit of "
-                        f"{limit} px (raise it with --max-pixels or {MAX_PIXELS_ENV}, or shrink the file)"
-                    )
-                orientation = _orientation(opened)
-                if min_short_side is not None and opened.format == "JPEG":
-                    scale = min(opened.size) / min_short_side
-                    if scale >= 2:
-                        opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
-                opened.load()
-                integer_peak = 65535.0 if opened.mode.startswith("I;16") else None
-                image = _apply_orientation(_reduce_big(opened, min_short_side), orientation)
-                return _pil_to_tensor(image, integer_peak)
+        yield
     except ImageReadError:
         raise
     except InputError as exc:  # values that do not map to [0, 1]
@@ -168,6 +252,15 @@ def _apply_orientation(image, orientation: int):
     return image if method is None else image.transpose(method)
 
 
+def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
+    """An EXIF orientation (1-8) applied to a (..., H, W) tensor, as PIL's transposes do it
+    (``_apply_orientation``); for pixels decoded on a device."""
+    if orientation in (5, 6, 7, 8):  # the transposing ones: swap the axes, then flip
+        pixels = pixels.transpose(-2, -1)
+    flips = {2: (-1,), 3: (-2, -1), 4: (-2,), 6: (-1,), 7: (-2, -1), 8: (-2,)}.get(orientation, ())
+    return pixels.flip(flips) if flips else pixels
+
+
 def _reduce_big(image, min_short_side: int | None):
     """Box-reduce a big decoded image by an integer factor that keeps the short side >= min."""
     if min_short_side is None or image.size[0] * image.size[1] <= REDUCE_ABOVE_PIXELS:
@@ -190,10 +283,11 @@ def pil_to_tensor(image) -> torch.Tensor:
     8-bit modes are divided by 255, 16-bit ones by 65535; float images (mode ``F``) must
     already lie in [0, 1]. Raises :class:`InputError` for values it cannot map to [0, 1].
     """
-    return _pil_to_tensor(image, 65535.0 if image.mode.startswith("I;16") else None)
+    return pixels_to_float(_pil_to_pixels(image, 65535.0 if image.mode.startswith("I;16") else None))
 
 
-def _pil_to_tensor(image, integer_peak: float | None = None) -> torch.Tensor:
+def _pil_to_pixels(image, integer_peak: float | None = None) -> torch.Tensor:
+    """(3, H, W) pixels: uint8 for 8-bit modes, float in [0, 1] for integer and float ones."""
     if image.mode == "F":
         array = np.asarray(image, dtype=np.float32)
         if not np.isfinite(array).all():
@@ -215,7 +309,7 @@ def _pil_to_tensor(image, integer_peak: float | None = None) -> torch.Tensor:
     if image.mode != "RGB":
         image = image.convert("RGB")
     array = np.asarray(image, dtype=np.uint8)
-    return torch.from_numpy(array.copy()).permute(2, 0, 1).float().div_(255.0)
+    return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
 def resize_short_side(image: torch.Tensor, size: int | None) -> torch.Tensor:

@@ -19,6 +19,19 @@ def check_images(images: torch.Tensor, name: str = "images", data_range: float =
     Raises:
         TypeError: not a tensor. InputError: wrong shape, too small, NaN/Inf, out of range.
     """
+    images = check_image_shape(images, name)
+    if not images.is_floating_point():
+        images = images.float()
+    values = images.detach()
+    finite = bool(torch.isfinite(values).all())
+    problem = value_problem(name, finite, float(values.min()), float(values.max()), data_range)
+    if problem is not None:
+        raise InputError(problem)
+    return images / data_range if data_range != 1.0 else images
+
+
+def check_image_shape(images: torch.Tensor, name: str = "images") -> torch.Tensor:
+    """The shape half of :func:`check_images` (reads no values): the batch as (N, 3, H, W)."""
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
     if images.ndim == 3:
@@ -33,19 +46,21 @@ def check_images(images: torch.Tensor, name: str = "images", data_range: float =
     if images.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
     check_min_side(images, name)
-    if not images.is_floating_point():
-        images = images.float()
-    values = images.detach()
-    if not bool(torch.isfinite(values).all()):
-        raise InputError(f"{name} contains NaN or Inf values")
-    low, high = float(values.min()), float(values.max())
+    return images
+
+
+def value_problem(name: str, finite: bool, low: float, high: float, data_range: float = 1.0) -> str | None:
+    """The value half of :func:`check_images`, from statistics computed anywhere (e.g. on a GPU):
+    the error for values that are not all finite or not in [0, data_range], else None."""
+    if not finite:
+        return f"{name} contains NaN or Inf values"
     tolerance = 1e-4 * data_range
     if low < -tolerance or high > data_range + tolerance:
-        raise InputError(
+        return (
             f"{name} values must lie in [0, {data_range:g}], got [{low:.4g}, {high:.4g}]; "
             f"set data_range to the scale of your images"
         )
-    return images / data_range if data_range != 1.0 else images
+    return None
 
 
 def check_min_side(image: torch.Tensor, name: str) -> None:

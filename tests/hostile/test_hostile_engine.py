@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-import bpclip_core.engine as engine_module
+import bpclip_core.loading as loading_module
 from bpclip_core import InputError
 from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import DeviceError
@@ -71,14 +71,14 @@ def test_full_protocol_limit_is_checked_before_decoding(nr_model, tmp_path):
 
 def test_any_decoder_exception_is_that_inputs_error(nr_model, tmp_path, monkeypatch, write_random_images):
     write_random_images(tmp_path, ["a.png", "b.png"], 64, 64)
-    real = engine_module.load_image
+    real = loading_module.load_image
 
     def flaky(path, *args, **kwargs):
         if str(path).endswith("a.png"):
             raise KeyError("a decoder bug")  # not an OSError/ValueError/RuntimeError
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(engine_module, "load_image", flaky)
+    monkeypatch.setattr(loading_module, "load_image", flaky)
     a, b = QualityEngine(nr_model, attention="eager", num_workers=0).score(tmp_path)
     assert "KeyError" in a.error and "a decoder bug" in a.error and b.error is None
 
