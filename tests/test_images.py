@@ -75,3 +75,65 @@ def test_find_images_expands_folders(tmp_path):
         (tmp_path / name).write_bytes(b"")
     found = find_images([tmp_path, tmp_path / "explicit.bmp"])
     assert [p.name for p in found] == ["a.jpg", "b.png", "c.JPG", "explicit.bmp"]
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "CMYK", "I;16"])
+def test_load_pixels_are_the_pixels_load_image_divides(tmp_path, mode):
+    from bpclip_core.images import load_pixels
+
+    image = Image.fromarray(_rgb(40, 60)).convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.linspace(0, 65535, 40 * 60).reshape(40, 60)).astype(np.uint16))  # fmt: skip
+    path = tmp_path / ("x.jpg" if mode == "CMYK" else "x.png")
+    image.save(path)
+    pixels, floats = load_pixels(path), load_image(path)
+    if mode == "I;16":  # uint8 cannot hold 16 bits: float, as load_image gives it
+        assert pixels.dtype == torch.float32 and torch.equal(pixels, floats)
+    else:
+        assert pixels.dtype == torch.uint8 and torch.equal(pixels.float() / 255, floats)
+
+
+def test_jpegs_for_a_device_decoder(tmp_path):
+    from bpclip_core.images import EncodedJPEG, load_pixels, load_pixels_or_jpeg
+
+    rotated = Image.fromarray(_rgb(40, 60))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    rotated.save(tmp_path / "rot.jpg", exif=exif)
+    Image.fromarray(_rgb(300, 260)).save(tmp_path / "big.jpg")
+    Image.fromarray(_rgb()).convert("CMYK").save(tmp_path / "cmyk.jpg")
+    Image.fromarray(_rgb()).save(tmp_path / "x.png")
+    data = (tmp_path / "big.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    encoded = load_pixels_or_jpeg(tmp_path / "rot.jpg")
+    assert isinstance(encoded, EncodedJPEG) and encoded.orientation == 6 and encoded.reduce == 1
+    assert encoded.data.numel() == (tmp_path / "rot.jpg").stat().st_size  # the file as it is, nothing decoded
+    big = load_pixels_or_jpeg(tmp_path / "big.jpg", min_short_side=64)
+    assert isinstance(big, EncodedJPEG) and big.reduce == 4  # PIL decodes it at 1/4 (75x65)
+    assert load_pixels(tmp_path / "big.jpg", min_short_side=64).shape == (3, 75, 65)
+    for name in ("cmyk.jpg", "x.png"):  # what a device decoder would get wrong or cannot read: decoded here
+        assert torch.equal(load_pixels_or_jpeg(tmp_path / name), load_pixels(tmp_path / name))
+    with pytest.raises(ImageReadError, match="cut.jpg: cannot decode image"):  # truncated: PIL's verdict
+        load_pixels_or_jpeg(tmp_path / "cut.jpg")
+    with pytest.raises(ImageReadError, match="over the pixel limit of 1000 px"):
+        load_pixels_or_jpeg(tmp_path / "rot.jpg", max_pixels=1000)
+
+
+@pytest.mark.parametrize(("width", "height", "short"), [(1024, 768, 384), (1000, 700, 160), (4000, 3000, 384),
+                                                        (300, 260, 64), (333, 129, 64), (640, 480, 384)])  # fmt: skip
+def test_jpeg_draft_scale_is_pils_reduced_decoding(tmp_path, width, height, short):
+    from bpclip_core.images import jpeg_draft_scale, load_pixels
+
+    Image.new("RGB", (width, height), (90, 120, 30)).save(tmp_path / "x.jpg")
+    factor = jpeg_draft_scale(width, height, short)
+    expected = (3, -(-height // factor), -(-width // factor))
+    assert load_pixels(tmp_path / "x.jpg", min_short_side=short).shape == expected
+
+
+def test_orient_is_pils_exif_transpose_on_tensors():
+    from bpclip_core.images import _apply_orientation, orient
+
+    array = _rgb(5, 7)
+    for orientation in range(1, 9):
+        expected = np.asarray(_apply_orientation(Image.fromarray(array), orientation))
+        got = orient(torch.from_numpy(array).permute(2, 0, 1), orientation).permute(1, 2, 0).numpy()
+        assert got.shape == expected.shape and (got == expected).all(), orientation
