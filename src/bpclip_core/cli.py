@@ -28,15 +28,19 @@ import tempfile
 import textwrap
 import traceback
 import unicodedata
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 # Only light modules here: parsing arguments (--help, usage errors) must not import torch,
 # open_clip or the engine; each command imports what it needs when it runs.
 from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS, PROTOCOLS
 from .config import MODES, PRESETS
 from .errors import BPCLIPError
+
+if TYPE_CHECKING:  # for annotations only: importing them would import torch
+    from .engine import QualityEngine
+    from .sharding import PartWriter, TorchrunRank
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_CODES_HELP = (
@@ -203,8 +207,41 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .engine import QualityEngine, _progress_bar, expand_inputs, is_empty_folder, pick_device
-    from .protocol import TestTimeProtocol
+    from .sharding import TorchrunRank
+
+    place = TorchrunRank.from_env()
+    if place is not None:  # one process of `torchrun ... -m bpclip_core.cli score`
+        return _ShardedScoring(args, place).run()
+    sources = _checked_inputs(args)
+    writer = ResultWriter(args.format, args.output, _name_width(sources))  # a bad --output fails here, before scoring
+    try:
+        engine = _scoring_engine(args, args.device)
+        print(f"model: {engine.description}; device {engine.device}", file=sys.stderr)
+        failed = []
+
+        def write(chunk: list) -> None:
+            results = [result for _, result in chunk]
+            writer.write(results)
+            failed.extend(r for r in results if r.error)
+
+        # the raw paths, not the expanded list: FR pairing needs the folder each file was found in
+        _write_as_scored(engine.iter_scores(args.paths, args.ref), write, progress=not args.no_progress)
+    except (UsageError, BPCLIPError, ValueError):
+        if writer.rows:  # found after some rows were scored: keep them
+            writer.finish(interrupted=True)
+        else:  # e.g. no reference matches any input: nothing ran, the output is left as it was
+            writer.abort()
+        raise
+    except BaseException:  # Ctrl-C or a bug: the output holds what was scored so far, a valid file
+        writer.finish(interrupted=True)
+        raise
+    writer.finish()
+    return _report_scored(failed, writer.rows)
+
+
+def _checked_inputs(args: argparse.Namespace) -> list:
+    """``score``'s checks made before any work (raises :class:`UsageError`); the expanded inputs."""
+    from .engine import expand_inputs, is_empty_folder, pick_device
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
@@ -216,56 +253,228 @@ def _score(args: argparse.Namespace) -> int:
         raise UsageError(f"no images found in {args.paths}")
     if args.ref is not None and not Path(args.ref).exists():
         raise UsageError(f"--ref {args.ref!r} is neither a file nor a folder")
-    width = max(len("image"), *(len(display_line(str(s))) for s in sources))
-    writer = ResultWriter(args.format, args.output, width)  # a bad --output fails here, before scoring
+    return sources
+
+
+def _name_width(sources: list) -> int:
+    """The width of the table's image column."""
+    return max(len("image"), *(len(display_line(str(s))) for s in sources))
+
+
+def _scoring_engine(args: argparse.Namespace, device: Any) -> QualityEngine:
+    """The engine ``score``'s options ask for, on ``device``, with its test-time protocol."""
+    from .engine import QualityEngine
+    from .protocol import TestTimeProtocol
+
+    engine = QualityEngine.from_checkpoint(
+        args.checkpoint,
+        zero_shot=args.zero_shot,
+        mode="fr" if args.ref else None,
+        clip_model=args.clip_model,
+        allow_download=args.download,
+        device=device,
+        precision=args.precision,
+        attention=args.attention,
+        batch_size=args.batch_size,
+        num_workers=args.workers,
+        top_k=args.top_k,
+        max_pixels=args.max_pixels,
+    )
+    if args.ref is None and engine.mode == "fr":
+        raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
+    size = args.size or engine.protocol.size
+    engine.protocol = TestTimeProtocol(args.protocol, size=size, num_crops=args.num_crops)
+    return engine
+
+
+def _write_as_scored(scores: Iterator, write: Callable[[list], None], progress: bool) -> None:
+    """Hand each chunk of ``engine.iter_scores`` to ``write`` as it comes, with a progress bar."""
+    from .engine import _progress_bar
+
+    bar = None
     try:
-        engine = QualityEngine.from_checkpoint(
-            args.checkpoint,
-            zero_shot=args.zero_shot,
-            mode="fr" if args.ref else None,
-            clip_model=args.clip_model,
-            allow_download=args.download,
-            device=args.device,
-            precision=args.precision,
-            attention=args.attention,
-            batch_size=args.batch_size,
-            num_workers=args.workers,
-            top_k=args.top_k,
-            max_pixels=args.max_pixels,
-        )
-        if args.ref is None and engine.mode == "fr":
-            raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")
-        size = args.size or engine.protocol.size
-        engine.protocol = TestTimeProtocol(args.protocol, size=size, num_crops=args.num_crops)
-        print(f"model: {engine.description}; device {engine.device}", file=sys.stderr)
-        failed, total, bar = [], 0, None
-        try:
-            # the raw paths, not the expanded list: FR pairing needs the folder each file was found in
-            for total, chunk in engine.iter_scores(args.paths, args.ref):
-                if bar is None:
-                    bar = _progress_bar(not args.no_progress, total)
-                results = [result for _, result in chunk]
-                writer.write(results)
-                failed.extend(r for r in results if r.error)
-                bar(len(results))
-        finally:
-            if bar is not None:
-                bar(0, close=True)
-    except (UsageError, BPCLIPError, ValueError):
-        if writer.rows:  # found after some rows were scored: keep them
-            writer.finish(interrupted=True)
-        else:  # e.g. no reference matches any input: nothing ran, the output is left as it was
-            writer.abort()
-        raise
-    except BaseException:  # Ctrl-C or a bug: the output holds what was scored so far, a valid file
-        writer.finish(interrupted=True)
-        raise
-    writer.finish()
+        for total, chunk in scores:
+            if bar is None:
+                bar = _progress_bar(progress, total)
+            write(chunk)
+            bar(len(chunk))
+    finally:
+        if bar is not None:
+            bar(0, close=True)
+
+
+def _report_scored(failed: list, rows: int) -> int:
+    """Name the failed inputs and count the scored ones, on stderr; the exit code."""
     for r in failed:
         message = r.error if r.error.startswith(r.path) else f"{r.path}: {r.error}"
         print(f"failed: {display_line(message)}", file=sys.stderr)
-    print(f"scored {writer.rows - len(failed)} of {writer.rows} inputs", file=sys.stderr)
+    print(f"scored {rows - len(failed)} of {rows} inputs", file=sys.stderr)
     return EXIT_SOME_FAILED if failed else EXIT_OK
+
+
+def _exit_code(exc: Exception) -> int:
+    """The exit code :func:`main` gives for an error (keep in step with its except clauses)."""
+    if isinstance(exc, (UsageError, BPCLIPError, ValueError)):
+        return EXIT_USAGE
+    return EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_INTERNAL
+
+
+class _ShardedScoring:
+    """``score`` as one process (rank) of a ``torchrun`` job (:mod:`bpclip_core.sharding`).
+
+    Three steps, after each of which the ranks meet: every rank checks the arguments and the
+    output and loads the model on its own device; every rank scores its share of the inputs
+    into its part file; rank 0 merges the parts in input order into ``--output`` (or stdout)
+    and prints what single-process scoring prints. When a step fails on any rank, every rank
+    stops, no output is written (an existing one is left as it was) and every rank exits
+    with the failed rank's code (rank 0 names it); otherwise every rank exits with rank 0's
+    code (1 when some inputs failed). Without ``--output`` (or with a FIFO or a device) the
+    parts go to a temporary folder on rank 0's machine, so all ranks must run there.
+    """
+
+    def __init__(self, args: argparse.Namespace, place: TorchrunRank) -> None:
+        self.args, self.place = args, place
+        self.regular_output = args.output is not None and (args.output.is_file() or not args.output.exists())
+        self.part_name = args.output.name if self.regular_output else "scores"
+        self.writer: ResultWriter | None = None
+        self.part: PartWriter | None = None
+        self.temporary_folder: Path | None = None
+
+    def run(self) -> int:
+        """Score this rank's share; the exit code of the whole run."""
+        from .sharding import LostRankError, RanksFailed, ScoringGroup
+
+        try:
+            with ScoringGroup(self.place) as self.group:
+                try:
+                    self.parts_folder = self._step(self._prepare)[0].payload
+                    self.part_tokens = [report.payload for report in self._step(self._score_share)]
+                    return self._step(self._merge)[0].payload
+                finally:
+                    self._clean_up()
+        except RanksFailed as failure:
+            return failure.exit_code
+        except LostRankError as exc:
+            print(f"bpclip score: interrupted: {display_line(str(exc))}; no output written", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+    def _step(self, work: Callable[[], Any]) -> list:
+        """Do this rank's part of a step, then meet the other ranks: their reports, by rank.
+
+        Raises this rank's own error (:func:`main` reports it), or :class:`RanksFailed` when
+        only other ranks failed; rank 0 names the ranks that failed otherwise than itself.
+        """
+        from .sharding import RankReport, RanksFailed
+
+        error = None
+        try:
+            report = RankReport(payload=work())
+        except Exception as exc:  # Ctrl-C and SIGTERM are not reported: the ranks stop at once
+            error = exc
+            message = f"internal error ({type(exc).__name__}: {exc})" if _exit_code(exc) == EXIT_INTERNAL else str(exc)
+            report = RankReport(_exit_code(exc), display_line(getattr(exc, "command_message", message)))
+        reports = self.group.meet(report)
+        failed = {rank: r for rank, r in enumerate(reports) if r.exit_code}
+        if not failed:
+            return reports
+        world_size = self.place.world_size
+        others = [f"rank {rank} of {world_size} failed: {r.message}" for rank, r in failed.items() if r != reports[0]]
+        if self.place.is_main and others:
+            print(f"bpclip score: {'; '.join(others)}; no output written", file=sys.stderr)
+        if error is not None and (self.place.is_main or report != reports[0]):
+            raise error
+        raise RanksFailed(failed[min(failed)].exit_code)
+
+    def _prepare(self) -> Path | None:
+        """Every rank: the checks, the output, the model; rank 0 says where the parts go."""
+        args, place = self.args, self.place
+        self.sources = _checked_inputs(args)
+        self.width = _name_width(self.sources)
+        if self.regular_output or (place.is_main and args.output is not None):
+            writer = ResultWriter(args.format, args.output, self.width)  # a bad --output fails here, on every rank
+            if place.is_main:
+                self.writer = writer
+            else:  # only rank 0 writes the output
+                writer.abort()
+        if place.is_main and not self.regular_output:
+            if place.spans_machines:
+                raise UsageError(
+                    "scoring on several machines needs --output naming a file on a filesystem they all share: "
+                    "each rank writes its part of the results beside it"
+                )
+            self.temporary_folder = Path(tempfile.mkdtemp(prefix="bpclip-score-parts-"))
+        self.engine = _scoring_engine(args, place.device(args.device))
+        if place.is_main:
+            print(
+                f"model: {self.engine.description}; {place.world_size} ranks, rank 0 on device {self.engine.device}",
+                file=sys.stderr,
+            )
+        return self.temporary_folder or (args.output.parent if self.regular_output else None)
+
+    def _score_share(self) -> str:
+        """Every rank: its share of the inputs scored into its part; the part's token."""
+        from .sharding import PartWriter, part_path
+
+        self.part_path = part_path(self.parts_folder, self.part_name, self.place)
+        with self._writing_part():
+            self.part = PartWriter(self.part_path, self.place)
+        # the raw paths, not the expanded list: FR pairing needs the folder each file was found in
+        share = self.place.shard(len(self.sources))
+        scores = self.engine.iter_scores(self.args.paths, self.args.ref, subset=share)
+        _write_as_scored(scores, self._write_part, progress=self.place.is_main and not self.args.no_progress)
+        with self._writing_part():
+            self.part.finish()
+        return self.part.token
+
+    def _write_part(self, chunk: list) -> None:
+        with self._writing_part():
+            self.part.write(chunk)
+
+    @contextlib.contextmanager
+    def _writing_part(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise OutputError(f"cannot write this rank's part of the results, {self.part_path}: {reason}") from exc
+
+    def _merge(self) -> int | None:
+        """Rank 0: the parts merged in input order into the output; the run's exit code."""
+        import itertools
+
+        from .sharding import TorchrunRank, merge_parts, part_path
+
+        if not self.place.is_main:
+            return None
+        world_size = self.place.world_size
+        parts = {
+            part_path(self.parts_folder, self.part_name, TorchrunRank(rank, world_size)): token
+            for rank, token in enumerate(self.part_tokens)
+        }
+        if self.writer is None:  # stdout: opened only now, so that a failed run prints no header
+            self.writer = ResultWriter(self.args.format, None, self.width)
+        results, failed = merge_parts(parts, len(self.sources)), []
+        try:
+            while batch := list(itertools.islice(results, 1024)):
+                self.writer.write(batch)
+                failed.extend(r for r in batch if r.error)
+        except OSError as exc:  # a part missing, incomplete or left by another run
+            raise OutputError(f"cannot merge the ranks' parts of the results: {exc}") from exc
+        self.writer.finish()
+        for path in parts:
+            path.unlink(missing_ok=True)
+        return _report_scored(failed, self.writer.rows)
+
+    def _clean_up(self) -> None:
+        """Remove what this rank made and the run does not keep (a finished output stays)."""
+        import shutil
+
+        if self.writer is not None:
+            self.writer.abort()  # after finish(): nothing left to remove
+        if self.part is not None:
+            self.part.discard()
+        if self.temporary_folder is not None:
+            shutil.rmtree(self.temporary_folder, ignore_errors=True)
 
 
 def display_text(text: str) -> str:
