@@ -187,3 +187,16 @@ def test_bundled_model_in_bf16_agrees_with_fp32():
     full = QualityEngine(model, device="cpu", precision="fp32", num_workers=0).score(files)
     assert max(abs(a.score - b.score) for a, b in zip(low, full)) <= 0.02
     assert len({round(r.score, 6) for r in low}) == len(files)  # no collapse onto a coarse bf16 grid
+
+
+def test_a_subset_scores_like_the_whole_run(nr_model, photo_dir):
+    engine = QualityEngine(nr_model, device="cpu", num_workers=0)
+    whole = engine.score(photo_dir)
+    chunks = list(engine.iter_scores(photo_dir, subset=[2, 0]))
+    assert {total for total, _ in chunks} == {2}
+    picked = dict(item for _, chunk in chunks for item in chunk)
+    assert sorted(picked) == [0, 2]
+    for index in (0, 2):
+        assert picked[index].path == whole[index].path and picked[index].score == pytest.approx(whole[index].score)
+    with pytest.raises(ValueError, match="outside the"):
+        list(engine.iter_scores(photo_dir, subset=[99]))

@@ -7,7 +7,6 @@ to image, so rows in the wrong order would not match); the part files are tested
 from __future__ import annotations
 
 import csv
-import inspect
 import io
 import json
 import os
@@ -20,18 +19,10 @@ import pytest
 from PIL import Image
 
 from bpclip_core.cli import main
-from bpclip_core.engine import QualityEngine, ScoredInput
+from bpclip_core.engine import ScoredInput
 from bpclip_core.sharding import PartError, PartWriter, TorchrunRank, merge_parts, part_path
 
 FAST = ["--no-progress", "--workers", "0", "--size", "64"]
-# Until the engine scores a subset of its inputs, torchrun ranks cannot take shares (the
-# change is described in the hand-off of this feature); remove this mark once it is in.
-needs_engine_subset = pytest.mark.skipif(
-    "subset" not in inspect.signature(QualityEngine.iter_scores).parameters,
-    reason="needs QualityEngine.iter_scores(..., subset=...)",
-)
-
-
 def _torchrun_score(*args: object) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
@@ -95,7 +86,6 @@ def _csv_rows(text: str) -> list[dict]:
 
 
 @pytest.mark.slow
-@needs_engine_subset
 def test_two_ranks_write_the_single_process_json_row_for_row(photos, tmp_path, capsys):
     out = tmp_path / "results" / "sharded.json"
     done = _torchrun_score(photos, "--format", "json", "--output", out)
@@ -115,7 +105,6 @@ def test_two_ranks_write_the_single_process_json_row_for_row(photos, tmp_path, c
 
 
 @pytest.mark.slow
-@needs_engine_subset
 def test_two_ranks_pair_references_by_folder_and_print_csv_to_stdout(tmp_path, capsys):
     # the same name in two subfolders: pairing by relative path must survive the sharding
     names = ["a/x.png", "b/x.png", "c.png", "d.png", "e.png"]
@@ -133,7 +122,6 @@ def test_two_ranks_pair_references_by_folder_and_print_csv_to_stdout(tmp_path, c
 
 
 @pytest.mark.slow
-@needs_engine_subset
 def test_a_bad_output_is_refused_before_scoring_and_said_once(photos, tmp_path):
     done = _torchrun_score(photos, "--output", photos, "--format", "csv")
     assert done.returncode != 0
@@ -143,7 +131,6 @@ def test_a_bad_output_is_refused_before_scoring_and_said_once(photos, tmp_path):
 
 
 @pytest.mark.slow
-@needs_engine_subset
 def test_a_rank_that_fails_leaves_the_output_as_it_was_and_is_named(photos, tmp_path):
     out = tmp_path / "scores.csv"
     out.write_text("an earlier run's results\n")

@@ -22,14 +22,14 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from .backbone import fold_frozen_batchnorm
 from .checkpoint import load_checkpoint
@@ -408,11 +408,16 @@ class QualityEngine:
         return results
 
     def iter_scores(
-        self, inputs: Any, references: Any = None, data_range: float = 1.0
+        self, inputs: Any, references: Any = None, data_range: float = 1.0, subset: Sequence[int] | None = None
     ) -> Iterator[tuple[int, list[tuple[int, ScoredInput]]]]:
         """Score chunk by chunk, in input order: yields ``(total, [(index, result), ...])``.
 
         For callers that write results as they come (a killed run keeps what was written).
+        ``subset``: score only these indices of the expanded inputs, in that order (one
+        process's share under ``torchrun``, :mod:`bpclip_core.sharding`). Every input is
+        still expanded, paired and checked as a whole, so a subset gets the same references
+        and errors as the full run; indices are those of the full list, ``total`` is
+        ``len(subset)``.
         """
         if not (isinstance(data_range, (int, float)) and math.isfinite(data_range) and data_range > 0):
             raise ValueError(f"data_range must be a positive number, got {data_range!r}")
@@ -438,10 +443,13 @@ class QualityEngine:
             prepare = DeviceViews(dataset, sources, refs, self.device)
         else:
             dataset = PreparedViews(sources, refs, *args)
+        selected = range(len(sources)) if subset is None else list(subset)
+        if any(not 0 <= index < len(sources) for index in selected):
+            raise ValueError(f"subset holds indices outside the {len(sources)} inputs")
         uses_files = any(isinstance(s, (str, Path)) for s in sources)
-        workers = self.num_workers if uses_files and len(sources) > 1 else 0
+        workers = self.num_workers if uses_files and len(selected) > 1 else 0
         loader = DataLoader(
-            dataset,
+            dataset if subset is None else Subset(dataset, selected),
             batch_size=self.batch_size,
             num_workers=workers,
             collate_fn=list,
@@ -455,9 +463,9 @@ class QualityEngine:
             results = {index: self._blank_result(sources, refs, index) for index, *_ in chunk}
             pending.append((results, self._launch(prepare(chunk), results)))
             if len(pending) > in_flight:
-                yield len(sources), self._finish(*pending.pop(0))
+                yield len(selected), self._finish(*pending.pop(0))
         for results, launched in pending:
-            yield len(sources), self._finish(results, launched)
+            yield len(selected), self._finish(results, launched)
 
     def _batches_in_flight(self) -> int:
         """Batches queued on the device before the oldest one's scores are read back: on an
