@@ -130,15 +130,17 @@ class GatedLocalPoolingNR(nn.Module):
         mask = torch.sigmoid(self.gate(features))
         (pooled,) = masked_window_means([features], mask, grid)
         pooled_mask = F.adaptive_avg_pool2d(mask, grid)
-        # eq. 2 then pooling, with W_f moved after the (linear) pooling: exact, far cheaper
+        # eq. 2 then pooling, with W_f moved after the (linear) pooling: exact, far cheaper.
+        # addcmul: one kernel, in the conv output's layout (a separate bias * mask product is
+        # NCHW, and adding it to a channels_last map needs a strided, non-vectorised kernel)
         weight, bias = self.feature_transform.weight, self.feature_transform.bias
         if reduce is None:
-            return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask
+            return torch.addcmul(F.conv2d(pooled, weight), bias.view(1, -1, 1, 1), pooled_mask)
         positions = pooled.shape[0] * pooled.shape[2] * pooled.shape[3]
         if torch.is_grad_enabled() and positions <= reduce.out_channels:  # mixing twice is cheaper here
-            return reduce(F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask)
+            return reduce(torch.addcmul(F.conv2d(pooled, weight), bias.view(1, -1, 1, 1), pooled_mask))
         weight, bias = self._composed_with(reduce)
-        return F.conv2d(pooled, weight) + bias.view(1, -1, 1, 1) * pooled_mask + reduce.bias.view(1, -1, 1, 1)
+        return torch.addcmul(F.conv2d(pooled, weight, reduce.bias), bias.view(1, -1, 1, 1), pooled_mask)
 
     def _composed_with(self, reduce: nn.Conv2d) -> tuple[torch.Tensor, torch.Tensor]:
         """(R W_f, R b_f) as a 1x1 conv weight and a bias; cached while no gradient is needed."""
