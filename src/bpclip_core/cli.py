@@ -179,20 +179,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"bpclip {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (UsageError, BPCLIPError, ValueError) as exc:
-        message = getattr(exc, "command_message", str(exc))  # the fix named with the command's flags
-        print(f"bpclip {args.command}: error: {display_line(message)}", file=sys.stderr)
-        return EXIT_USAGE
-    except OutputError as exc:
-        print(f"bpclip {args.command}: error: {display_line(str(exc))}", file=sys.stderr)
-        return EXIT_OUTPUT
-    except Exception as exc:  # a bug: its own exit code, never 1 ("some inputs failed")
-        traceback.print_exc(file=sys.stderr)
-        print(
-            f"bpclip {args.command}: internal error ({type(exc).__name__}); please report it with the traceback above",
-            file=sys.stderr,
-        )
-        return EXIT_INTERNAL
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code == EXIT_INTERNAL:  # a bug: its own exit code, never 1 ("some inputs failed")
+            traceback.print_exc(file=sys.stderr)
+            print(
+                f"bpclip {args.command}: internal error ({type(exc).__name__}); please report it with the traceback "
+                "above",
+                file=sys.stderr,
+            )
+        else:  # usage errors name the fix with the command's flags
+            message = getattr(exc, "command_message", str(exc)) if code == EXIT_USAGE else str(exc)
+            print(f"bpclip {args.command}: error: {display_line(message)}", file=sys.stderr)
+        return code
 
 
 def _init_checkpoint(args: argparse.Namespace) -> int:
@@ -313,7 +312,7 @@ def _report_scored(failed: list, rows: int) -> int:
 
 
 def _exit_code(exc: Exception) -> int:
-    """The exit code :func:`main` gives for an error (keep in step with its except clauses)."""
+    """The exit code of an error: 2 usage (and any BPCLIPError/ValueError), 4 output, 3 a bug."""
     if isinstance(exc, (UsageError, BPCLIPError, ValueError)):
         return EXIT_USAGE
     return EXIT_OUTPUT if isinstance(exc, OutputError) else EXIT_INTERNAL
