@@ -200,3 +200,20 @@ def test_a_subset_scores_like_the_whole_run(nr_model, photo_dir):
         assert picked[index].path == whole[index].path and picked[index].score == pytest.approx(whole[index].score)
     with pytest.raises(ValueError, match="outside the"):
         list(engine.iter_scores(photo_dir, subset=[99]))
+
+
+def test_the_engine_checks_values_once(nr_model, photo_dir, images, monkeypatch):
+    """The model's own value checks (three host syncs per batch on a GPU) are skipped for views
+    the engine checked already; the model called alone still checks."""
+    import bpclip_core.model as model_module
+
+    calls = []
+    real = model_module.check_images
+    monkeypatch.setattr(model_module, "check_images", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    for pipeline in ("cpu", "device"):
+        engine = QualityEngine(nr_model, attention="eager", num_workers=0, pipeline=pipeline)
+        assert all(r.error is None for r in engine.score(photo_dir)) and engine.predict(images).score.shape == (2,)
+    assert calls == []
+    with torch.inference_mode():
+        nr_model(images)
+    assert calls == [1]

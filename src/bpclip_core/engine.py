@@ -299,13 +299,20 @@ class QualityEngine:
         By default under ``torch.inference_mode`` with float32 outputs on the CPU; with
         ``differentiable=True`` gradients flow and outputs stay on the model's device.
         """
-        output = self._forward(views, references, differentiable)
+        output = self._forward(views, references, differentiable, checked=False)
         return output if differentiable else _on_cpu(output)
 
     def _forward(
-        self, views: torch.Tensor, references: torch.Tensor | None = None, differentiable: bool = False
+        self,
+        views: torch.Tensor,
+        references: torch.Tensor | None = None,
+        differentiable: bool = False,
+        checked: bool = True,
     ) -> QualityOutput:
-        """:meth:`forward_views` with the outputs left on the device (read them back once, later)."""
+        """:meth:`forward_views` with the outputs left on the device (read them back once, later).
+        ``checked``: the views' values were checked already, so a BPCLIP model skips its own
+        checks (on a GPU, three host syncs per batch)."""
+        skip = {"check": False} if checked and isinstance(self.model, BPCLIP) else {}
         scores, probabilities = [], []
         grad_mode = contextlib.nullcontext() if differentiable else torch.inference_mode()
         model = self.model if differentiable else self.inference_model()
@@ -316,7 +323,7 @@ class QualityEngine:
                 if references is not None:
                     ref = self._to_device(references[start : start + self.batch_size], differentiable)
                 with self._autocast():
-                    out = model(x, ref)
+                    out = model(x, ref, **skip)
                 scores.append(out.score.float())
                 probabilities.append(out.level_probabilities.float())
         return QualityOutput(torch.cat(scores), torch.cat(probabilities))
@@ -350,7 +357,8 @@ class QualityEngine:
         if references is not None:
             references = _same_shape(images, check_images(references, "references", data_range))
         views, ref_views, counts = self.protocol.batch_views(images, references)
-        return _mean_over_views(self.forward_views(views, ref_views, differentiable), counts)
+        output = self._forward(views, ref_views, differentiable)
+        return _mean_over_views(output if differentiable else _on_cpu(output), counts)
 
     def _predict_on_device(
         self, images: torch.Tensor, references: torch.Tensor | None, data_range: float

@@ -161,20 +161,31 @@ class BPCLIP(nn.Module):
         return [tok(p) + position for tok, p in zip(self.tokenizers, pooled)]
 
     def forward(
-        self, distorted: torch.Tensor, reference: torch.Tensor | None = None, data_range: float = 1.0
+        self,
+        distorted: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        data_range: float = 1.0,
+        check: bool = True,
     ) -> QualityOutput:
-        """Score images in [0, data_range] of shape (N, 3, H, W); FR models also take references."""
+        """Score images in [0, data_range] of shape (N, 3, H, W); FR models also take references.
+
+        ``check=False`` skips the checks of the values (NaN, range) for callers that made them
+        already, e.g. the engine: reading them back is a host sync per call on a GPU. The
+        images must then be float in [0, 1].
+        """
         if self.mode == "fr":
             if reference is None:
                 raise InputError("this is a full-reference (FR) BPCLIP model: pass reference images too")
-            distorted, reference = check_pair(distorted, reference, data_range)
+            if check:
+                distorted, reference = check_pair(distorted, reference, data_range)
         else:
             if reference is not None:
                 raise InputError(
                     "this is a no-reference (NR) BPCLIP model: it takes no reference images; "
                     "load a full-reference checkpoint for FR scoring"
                 )
-            distorted = check_images(distorted, "images", data_range)
+            if check:
+                distorted = check_images(distorted, "images", data_range)
         tokens = self.tokens(distorted, reference)
         information = self.information_branch(tokens)
         weights = self.weight_branch(tokens) if self.weight_branch is not None else [None] * len(information)
