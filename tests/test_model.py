@@ -155,6 +155,9 @@ def test_learned_temperature_is_clamped_trained_and_saved(tiny_text_embeddings, 
     with torch.no_grad():
         model.log_logit_scale.fill_(20.0)  # CLIP's clamp: the logit scale stays at most 100
     assert float(model.temperature) == pytest.approx(0.01)
+    model.log_logit_scale.grad = None
+    model.temperature.backward()  # past the bound, the parameter still gets a gradient back
+    assert float(model.log_logit_scale.grad) < 0
     with torch.no_grad():
         model.log_logit_scale.fill_(-5.0)
     assert float(model.temperature) == pytest.approx(1.0)

@@ -137,7 +137,10 @@ class BPCLIP(nn.Module):
         if not self.config.learn_temperature:
             return self.config.similarity_temperature
         low, high = TEMPERATURE_RANGE
-        return torch.exp(-self.log_logit_scale.float().clamp(math.log(1 / high), math.log(1 / low)))
+        scale = self.log_logit_scale.float()
+        # clamped in value, not in gradient: a bound the parameter has crossed never freezes it there
+        scale = scale + (scale.clamp(math.log(1 / high), math.log(1 / low)) - scale).detach()
+        return torch.exp(-scale)
 
     def with_backbone(self, backbone: MultiLevelBackbone) -> BPCLIP:
         """A twin of this model that runs ``backbone`` and shares every other module and tensor."""
