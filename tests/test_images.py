@@ -110,6 +110,9 @@ def test_jpegs_for_a_device_decoder(tmp_path):
     big = load_pixels_or_jpeg(tmp_path / "big.jpg", min_short_side=64)
     assert isinstance(big, EncodedJPEG) and big.reduce == 4  # PIL decodes it at 1/4 (75x65)
     assert load_pixels(tmp_path / "big.jpg", min_short_side=64).shape == (3, 75, 65)
+    assert isinstance(load_pixels_or_jpeg(tmp_path / "rot.jpg", 32, reduced=False), EncodedJPEG)
+    kept = load_pixels_or_jpeg(tmp_path / "big.jpg", min_short_side=64, reduced=False)  # PIL reduces it: PIL's
+    assert torch.equal(kept, load_pixels(tmp_path / "big.jpg", min_short_side=64))
     for name in ("cmyk.jpg", "x.png"):  # what a device decoder would get wrong or cannot read: decoded here
         assert torch.equal(load_pixels_or_jpeg(tmp_path / name), load_pixels(tmp_path / name))
     with pytest.raises(ImageReadError, match="cut.jpg: cannot decode image"):  # truncated: PIL's verdict

@@ -54,10 +54,17 @@ def on_device(source: Any, device: torch.device) -> bool:
 
 class DecodedInputs(PairedInputs):
     """The workers' half: per input, its pixels (uint8, or float), an :class:`EncodedJPEG` for
-    the device decoder (``device_jpeg``), or :class:`OnDevice` as given."""
+    the device decoder, or :class:`OnDevice` as given.
 
-    def __init__(self, *args: Any, device_jpeg: bool = False, **kwargs: Any) -> None:
+    ``device_jpeg``: which JPEGs go to the device decoder: ``none``, ``full-scale`` (those
+    PIL decodes at full scale: the same pixels up to the decoders' rounding) or ``all`` (the
+    others with PIL's reduced decoding reproduced by a box: faster, less exact).
+    """
+
+    def __init__(self, *args: Any, device_jpeg: str = "none", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        if device_jpeg not in ("none", "full-scale", "all"):
+            raise ValueError(f"device_jpeg must be none, full-scale or all, got {device_jpeg!r}")
         self.device_jpeg = device_jpeg
 
     def prepare(self, source: Any, reference: Any) -> tuple[Any, Any]:
@@ -68,8 +75,11 @@ class DecodedInputs(PairedInputs):
             return source
         if not isinstance(source, (str, Path)):  # in-memory: checked on the CPU, as the CPU pipeline does
             return to_image_tensor(source, None, self.data_range, self.max_pixels)
-        read = load_pixels_or_jpeg if self.device_jpeg else load_pixels
-        pixels = read(source, self.protocol.decode_short_side, self.max_pixels)
+        if self.device_jpeg == "none":
+            pixels = load_pixels(source, self.protocol.decode_short_side, self.max_pixels)
+        else:
+            reduced = self.device_jpeg == "all"
+            pixels = load_pixels_or_jpeg(source, self.protocol.decode_short_side, self.max_pixels, reduced)
         if isinstance(pixels, torch.Tensor):
             check_min_side(pixels, f"{source}: image")
         return pixels

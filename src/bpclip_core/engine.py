@@ -197,11 +197,13 @@ class QualityEngine:
             pinned and sent to the device; float conversion, resize and crops run there; the
             checks of in-memory batches run there too, read back once per batch). Both give the
             same scores on the CPU (tests/test_loading.py).
-        jpeg_decoder: with the ``device`` pipeline, who decodes JPEG files: ``auto``
-            (``torchvision`` on CUDA when it has nvjpeg, else ``pil``), ``pil`` (in the workers,
-            at the reduced scale the protocol allows) or ``torchvision``
-            (``torchvision.io.decode_jpeg`` on the engine's device, batched: nvjpeg on CUDA;
-            full-scale decoding, then the device's resize; a file it refuses goes to PIL).
+        jpeg_decoder: with the ``device`` pipeline, who decodes JPEG files: ``pil`` (in the
+            workers, at the reduced scale the protocol allows, as the ``cpu`` pipeline does),
+            ``torchvision`` (``torchvision.io.decode_jpeg`` on the engine's device, batched:
+            nvjpeg on CUDA; PIL's reduced decoding of big JPEGs reproduced by a box filter on
+            the device, which moves scores a little; a file it refuses goes to PIL) or ``auto``
+            (on CUDA with nvjpeg: ``torchvision`` for the JPEGs PIL decodes at full scale, PIL
+            for the others, so that scores stay those of the ``cpu`` pipeline; elsewhere ``pil``).
     """
 
     def __init__(
@@ -487,11 +489,12 @@ class QualityEngine:
         paired = reference is not None and not isinstance(reference, Unpaired)
         return ScoredInput(input_label(sources[index], index), input_label(reference, index) if paired else None)
 
-    def _device_jpeg(self) -> bool:
-        """Whether the device pipeline hands JPEG files to torchvision's decoder on the device."""
+    def _device_jpeg(self) -> str:
+        """Which JPEG files the device pipeline hands to torchvision's decoder on the device:
+        ``none``, ``full-scale`` or ``all`` (see :class:`~bpclip_core.device_pipeline.DecodedInputs`)."""
         if self.jpeg_decoder == "auto":
-            return self.device.type == "cuda" and device_decodes_jpeg(self.device)
-        return self.jpeg_decoder == "torchvision"
+            return "full-scale" if self.device.type == "cuda" and device_decodes_jpeg(self.device) else "none"
+        return "all" if self.jpeg_decoder == "torchvision" else "none"
 
     def _launch(self, chunk: list, results: dict[int, ScoredInput]) -> list[tuple[list[int], QualityOutput]]:
         """Run the model on a chunk's views, one batch per view size; outputs stay on the device.

@@ -148,15 +148,16 @@ def jpeg_draft_scale(width: int, height: int, min_short_side: int | None) -> int
 
 
 def load_pixels_or_jpeg(
-    path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None
+    path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None, reduced: bool = True
 ) -> torch.Tensor | EncodedJPEG:
     """A JPEG that a device decoder can take as it is, else :func:`load_pixels`.
 
     Taken as it is (one read, header checked, nothing decoded): a YCbCr or grayscale JPEG
     of at most :data:`REDUCE_ABOVE_PIXELS` that ends with its end-of-image marker (a
-    truncated file goes to PIL, which reports it); the pixel limit is checked from the
-    header first. Anything else (CMYK, Adobe RGB-coded, huge, truncated, other formats) is
-    decoded here, from the bytes already read.
+    truncated file goes to PIL, which reports it), and with ``reduced=False`` only one that
+    :func:`load_image` decodes at full scale; the pixel limit is checked from the header
+    first. Anything else (CMYK, Adobe RGB-coded, huge, truncated, other formats) is decoded
+    here, from the bytes already read.
     """
     from PIL import Image
 
@@ -170,8 +171,9 @@ def load_pixels_or_jpeg(
             _check_pixel_limit(path, width, height, max_pixels)
             plain = opened.mode == "L" or (opened.mode == "RGB" and opened.info.get("adobe_transform", 1) != 0)
             complete = data.rstrip(b"\0").endswith(b"\xff\xd9")  # ends with its end-of-image marker
-            if opened.format == "JPEG" and plain and complete and width * height <= REDUCE_ABOVE_PIXELS:
-                reduce = jpeg_draft_scale(width, height, min_short_side)
+            reduce = jpeg_draft_scale(width, height, min_short_side)
+            wanted = opened.format == "JPEG" and plain and complete and (reduced or reduce == 1)
+            if wanted and width * height <= REDUCE_ABOVE_PIXELS:
                 return EncodedJPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), _orientation(opened), reduce)
         return _decode(io.BytesIO(data), path, min_short_side, max_pixels)
 
