@@ -133,6 +133,9 @@ PRESETS: dict[str, BPCLIPConfig] = {
         clip_dim=32,
         text_model=f"{TINY_CLIP_MODEL}/random",
         position_grid=(2, 2),
+        # CLIP's 0.01 saturates a 32-d space: max probability 1.0 and no gradient at initialisation
+        # (benchmarks/recipe_check.py --compare temperature)
+        similarity_temperature=0.1,
         image_size=64,
     ),
     # the bundled default models: trained from scratch on a CPU, so a ResNet18 and a small
