@@ -1,5 +1,6 @@
 import csv
 import json
+import math
 
 import pytest
 import torch
@@ -277,3 +278,29 @@ def test_partial_files_of_a_killed_run_are_removed_on_resume(small_synthetic_csv
     live.write_bytes(b"")
     train(tiny_config(small_synthetic_csv, out, epochs=2), resume=True)
     assert not stale.exists() and not (out / ".log.csv.partial").exists() and live.exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_and_channels_last_train_and_resume_on_cpu(small_synthetic_csv, tmp_path, precision):
+    """The GPU recipe (autocast, fp16's loss scaling, channels_last) runs on the CPU too."""
+    options = {"precision": precision, "channels_last": True, "epochs": 2}
+    straight = train(tiny_config(small_synthetic_csv, tmp_path / "straight", **options))
+    assert all(math.isfinite(row["train_loss"]) for row in straight.history)
+    state = read_resume_state(tmp_path / "straight" / RESUME_NAME)
+    assert ("scaler" in state) == (precision == "fp16")  # fp16's loss scale is resumed with the run
+    weights = load_checkpoint(straight.best_checkpoint).state_dict()
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # fp32 master weights
+    train(tiny_config(small_synthetic_csv, tmp_path / "split", **{**options, "epochs": 1}))
+    train(tiny_config(small_synthetic_csv, tmp_path / "split", **options), resume=True)
+    a, b = _final_weights(tmp_path / "straight"), _final_weights(tmp_path / "split")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+
+
+def test_precision_auto_is_fp32_on_the_cpu():
+    from bpclip_core.training.trainer import StepNumerics
+
+    numerics = StepNumerics.for_device(torch.device("cpu"), "auto", None)
+    assert numerics.autocast_dtype is None and numerics.scaler is None and not numerics.channels_last
+    assert TrainConfig().loader_workers(torch.device("cpu")) == 0
+    with pytest.raises(ValueError, match="precision must be one of"):
+        TrainConfig(precision="fp8")

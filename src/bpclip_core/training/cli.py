@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..choices import DEFAULT_PROTOCOL, PROTOCOLS
+from ..choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -37,6 +37,7 @@ _TRAIN_FLAGS: dict[str, tuple[str, type]] = {
     "seed": ("seed", int),
     "workers": ("num_workers", int),
     "device": ("device", str),
+    "precision": ("precision", str),
     "out": ("out_dir", str),
 }
 
@@ -61,6 +62,12 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--workers", type=int, help="DataLoader processes")
     parser.add_argument("--device", help="auto, cpu, cuda ...")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        help="auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16), fp32 on CPU",
+    )
+    parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     parser.add_argument("--out", help="run folder (checkpoints, logs, report)")
     parser.add_argument("--cache-images", action="store_true", help="keep decoded images in memory")
     parser.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard")
@@ -87,6 +94,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["cache_images"] = True
     if getattr(args, "tensorboard", False):
         overrides["tensorboard"] = True
+    if getattr(args, "compile", False):
+        overrides["compile"] = True
     if getattr(args, "no_progress", False):
         overrides["progress"] = False
     for text in getattr(args, "set", []):

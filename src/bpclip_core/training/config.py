@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..choices import DEFAULT_PROTOCOL, PROTOCOLS
+from ..choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
 
 PAPER_LR = {"fr": 1e-4, "nr": 3e-5}
 
@@ -25,6 +26,7 @@ SCHEDULES: tuple[str, ...] = ("restarts", "cosine-epoch")
 # Fields added after runs were written, with the value that reproduces those runs.
 FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch", "eval_num_crops": 5,
+    "precision": "auto", "channels_last": None, "compile": False,
 }  # fmt: skip
 
 # Fields that may change between a run and its resumption without changing its result.
@@ -70,7 +72,13 @@ class TrainConfig:
         ranking_loss_weight: weight of the within-reference ranking loss (training/losses.py;
             beyond the paper): needs ``group_size`` > 1.
         seed: seeds the initialisation, the data order and the augmentation.
-        num_workers: DataLoader processes; cache_images keeps decoded images in memory.
+        num_workers: DataLoader processes (None: 0 on the CPU, where they would take the model's
+            cores, else up to 8, one core left); batches are pinned on CUDA. cache_images keeps
+            decoded images in memory.
+        precision: ``auto`` (bf16 autocast on CUDA, fp16 with a gradient scaler where bf16 is
+            missing, fp32 elsewhere), ``fp32``, ``bf16`` or ``fp16``; losses are fp32 either way.
+        channels_last: run the model in channels_last layout (None: on CUDA).
+        compile: wrap the model in ``torch.compile``.
         eval_protocol: the test-time protocol of validation and test (``resize``, ``crops``,
             ``full``; default the engine's, so reported figures describe users' scores), at the
             training patch size; eval_num_crops for ``crops``; eval_batch_size (None: batch_size).
@@ -109,8 +117,11 @@ class TrainConfig:
     group_size: int = 1
     ranking_loss_weight: float = 0.0
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int | None = None
     cache_images: bool = False
+    precision: str = "auto"
+    channels_last: bool | None = None
+    compile: bool = False
     eval_protocol: str = DEFAULT_PROTOCOL
     eval_num_crops: int = 5
     eval_batch_size: int | None = None
@@ -141,10 +152,20 @@ class TrainConfig:
                 self.eval_protocol == "center-crop"
             )
             raise ValueError(f"eval_protocol must be one of {PROTOCOLS}, got {self.eval_protocol!r}{retired}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.num_workers is not None and self.num_workers < 0:
+            raise ValueError("num_workers must be at least 0, or unset for the device's default")
         if self.eval_num_crops < 1:
             raise ValueError("eval_num_crops must be at least 1")
         if self.ranking_loss_weight > 0 and self.group_size < 2:
             raise ValueError("ranking_loss_weight needs group_size >= 2 (pairs of the same reference in a batch)")
+
+    def loader_workers(self, device: Any) -> int:
+        """``num_workers``, or its default for ``device`` (a torch.device)."""
+        if self.num_workers is not None:
+            return self.num_workers
+        return 0 if device.type == "cpu" else min(8, max(0, (os.cpu_count() or 1) - 1))
 
     def learning_rate(self, mode: str) -> float:
         """The configured lr, or the paper's default for ``mode``."""

@@ -16,6 +16,7 @@ run killed at any moment and resumed reproduces the uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -108,6 +109,35 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return groups + [{"params": undecayed, "weight_decay": 0.0}] * bool(undecayed)
 
 
+@dataclass
+class StepNumerics:
+    """How a training step runs: autocast dtype (None: fp32), fp16's gradient scaler, layout."""
+
+    autocast_dtype: torch.dtype | None = None
+    scaler: torch.amp.GradScaler | None = None
+    channels_last: bool = False
+
+    @classmethod
+    def for_device(cls, device: torch.device, precision: str, channels_last: bool | None) -> StepNumerics:
+        """``precision`` ``auto`` is bf16 on CUDA (fp16 with a scaler where bf16 is missing), fp32 elsewhere;
+        ``channels_last`` None is on for CUDA."""
+        from ..engine import autocast_dtype
+
+        dtype = autocast_dtype(device, precision)
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        return cls(dtype, scaler, device.type == "cuda" if channels_last is None else channels_last)
+
+    def inputs(self, tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch on the device (pinned batches copy asynchronously) in the step's layout."""
+        tensor = tensor.to(device, non_blocking=True)
+        return tensor.contiguous(memory_format=torch.channels_last) if self.channels_last else tensor
+
+    def autocast(self, device: torch.device) -> contextlib.AbstractContextManager:
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.autocast_dtype)
+
+
 def train_step(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -116,15 +146,20 @@ def train_step(
     adjective_weight: float = 0.0,
     adjectives: tuple[Adjective, ...] = (),
     ranking_weight: float = 0.0,
+    numerics: StepNumerics | None = None,
 ) -> tuple[float, int]:
     """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size).
 
     ``model`` returns (score, level probabilities) (:class:`TensorOutputs`); with
     ``adjective_weight`` > 0 the auxiliary explanation loss is added, with ``ranking_weight``
-    > 0 the within-picture ranking loss (see losses.py).
+    > 0 the within-picture ranking loss (see losses.py). ``numerics``: mixed precision and
+    layout (default fp32, as laid out); the losses are computed in fp32 either way.
     """
-    reference = batch["reference"].to(device) if "reference" in batch else None
-    predicted, level_probabilities = model(batch["distorted"].to(device), reference)
+    numerics = numerics or StepNumerics()
+    reference = numerics.inputs(batch["reference"], device) if "reference" in batch else None
+    with numerics.autocast(device):
+        predicted, level_probabilities = model(numerics.inputs(batch["distorted"], device), reference)
+    predicted, level_probabilities = predicted.float(), level_probabilities.float()
     target = batch["target"].to(device)
     loss = quality_loss(predicted, target)
     if adjective_weight > 0:
@@ -138,8 +173,13 @@ def train_step(
         torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
     if not bool(finite):
         raise NonFiniteLossError(float(loss.detach()))  # before backward: this step changes no weight
-    loss.backward()
-    optimizer.step()
+    if numerics.scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:  # fp16: scaled gradients; a step whose gradients overflow is skipped and the scale lowered
+        numerics.scaler.scale(loss).backward()
+        numerics.scaler.step(optimizer)
+        numerics.scaler.update()
     return float(loss.detach()), len(predicted)
 
 
@@ -398,6 +438,9 @@ class Trainer:
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
         if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
+        numerics = StepNumerics.for_device(device, config.precision, config.channels_last)
+        if numerics.channels_last:
+            model.to(memory_format=torch.channels_last)
         history: list[dict[str, Any]] = []
         start_epoch, best_epoch, best_srcc = 0, 0, -float("inf")
         if state is not None:
@@ -406,6 +449,8 @@ class Trainer:
             scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
             random.setstate(_python_rng_from_json(state["python_rng"]))
+            if numerics.scaler is not None and "scaler" in state:
+                numerics.scaler.load_state_dict(state["scaler"])
             start_epoch = int(state["epoch"])
             best_epoch, best_srcc = int(state["best_epoch"]), float(state["best_srcc"])
             history = json.loads(state["history"])
@@ -418,6 +463,9 @@ class Trainer:
             from torch.nn.parallel import DistributedDataParallel
 
             wrapped = DistributedDataParallel(wrapped, device_ids=[device.index] if device.type == "cuda" else None)
+        if config.compile:
+            wrapped = torch.compile(wrapped)
+        workers = config.loader_workers(device)
 
         val_set = self.dataset.subset(self.split.val, f"{self.dataset.name}-val") if self.split.val else None
         with_reference = self.mode == "fr"  # an NR model trained on an FR dataset sees its distorted images
@@ -442,7 +490,12 @@ class Trainer:
             train_images.set_epoch(epoch)
             order = self._epoch_order(groups, epoch, context)
             loader = torch.utils.data.DataLoader(
-                train_images, batch_size=config.batch_size, sampler=order, num_workers=config.num_workers
+                train_images,
+                batch_size=config.batch_size,
+                sampler=order,
+                num_workers=workers,
+                pin_memory=device.type == "cuda",
+                persistent_workers=False,
             )
             current_lr = optimizer.param_groups[0]["lr"]
             total, count = 0.0, 0
@@ -455,7 +508,7 @@ class Trainer:
                 try:
                     loss, size = train_step(
                         wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives,
-                        config.ranking_loss_weight,
+                        config.ranking_loss_weight, numerics,
                     )  # fmt: skip
                 except NonFiniteLossError as exc:
                     where = f"{exc} at epoch {epoch + 1}, step {step}"
@@ -476,7 +529,7 @@ class Trainer:
             if context.is_main:
                 val_metrics = None
                 if val_set is not None:
-                    predictions = predict(model, val_set, protocol, eval_batch, device, config.num_workers)
+                    predictions = predict(model, val_set, protocol, eval_batch, device, workers)
                     targets, mos = dataset_targets(val_set)
                     val_metrics = quality_metrics(predictions, targets, mos)
                     row.update(val_srcc=val_metrics["srcc"], val_plcc=val_metrics["plcc"])
@@ -494,7 +547,8 @@ class Trainer:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in row.items() if isinstance(v, float))
                 self._log(context, f"epoch {epoch + 1}/{config.epochs}: {shown}" + (" *best*" if improved else ""))
                 if (epoch + 1) % config.resume_every == 0 or epoch + 1 == config.epochs:
-                    self._save_resume(model, optimizer, scheduler, epoch + 1, best_epoch, best_srcc, history)
+                    progress = (epoch + 1, best_epoch, best_srcc, history)
+                    self._save_resume(model, optimizer, scheduler, numerics.scaler, *progress)
             barrier(context)
 
         if writer is not None:
@@ -544,7 +598,7 @@ class Trainer:
                 f"config, or start a new run in another folder"
             )
 
-    def _save_resume(self, model, optimizer, scheduler, epoch, best_epoch, best_srcc, history) -> None:
+    def _save_resume(self, model, optimizer, scheduler, scaler, epoch, best_epoch, best_srcc, history) -> None:
         payload = {
             "format": RESUME_FORMAT,
             "version": RESUME_VERSION,
@@ -559,6 +613,8 @@ class Trainer:
             "python_rng": json.dumps(random.getstate()),
             "history": json.dumps(history),
         }
+        if scaler is not None:  # fp16's loss scale, so that a resumed run continues exactly
+            payload["scaler"] = scaler.state_dict()
         _atomic_torch_save(payload, self.out_dir / RESUME_NAME)
 
     def _test_and_report(self, history, protocol, eval_batch: int, device) -> dict[str, float] | None:
@@ -583,7 +639,8 @@ class Trainer:
         best = load_checkpoint(self.out_dir / BEST_NAME, device=device)
         details["best epoch"] = best.card.provenance.get("epochs")
         test_set = self.dataset.subset(self.split.test, f"{self.dataset.name}-test")
-        metrics, predictions = evaluate_model(best, test_set, protocol, eval_batch, device, self.config.num_workers)
+        workers = self.config.loader_workers(device)
+        metrics, predictions = evaluate_model(best, test_set, protocol, eval_batch, device, workers)
         write_report(
             self.out_dir / "report",
             f"{self.dataset.name} ({self.split.name}) test",
