@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import BPCLIPError, InputError
-from .images import IMAGE_SUFFIXES, default_max_pixels, find_images, load_image, pil_to_tensor
+from .images import default_max_pixels, find_images, load_image, pil_to_tensor
 from .inputs import check_images, check_min_side
 from .protocol import TestTimeProtocol
 
@@ -174,7 +174,7 @@ def pair_references(sources: Sequence[Any], references: Any, roots: Sequence[Pat
 
 
 def _pair_with_folder(sources: Sequence[Any], roots: Sequence[Path | None], folder: Path) -> list[Any]:
-    files = [p for p in find_images([folder]) if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = find_images([folder])  # a folder scan keeps image suffixes only
     by_rel = {p.relative_to(folder): p for p in files}
     by_rel_stem: dict[Path, list[Path]] = defaultdict(list)
     by_name: dict[str, list[Path]] = defaultdict(list)
