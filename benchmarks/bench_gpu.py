@@ -287,25 +287,25 @@ def score_agreement(bench: Bench, folder: Path) -> None:
 
 
 def training_steps(bench: Bench) -> None:
-    """One optimiser step of BPCLIP-NR against the bare backbone's, fp32 and bf16 autocast."""
-    from bpclip_core.training.trainer import TensorOutputs, calibrate_batchnorm, train_step
+    """One optimiser step of BPCLIP-NR against the bare backbone's, in fp32 and bf16 autocast,
+    both laid out and cast as ``bpclip train`` does (the trainer's StepNumerics)."""
+    from bpclip_core.training.trainer import StepNumerics, TensorOutputs, calibrate_batchnorm, train_step
 
     size, batch = bench.sizes.large, bench.sizes.train_batch
-    layout = torch.channels_last if bench.device.type in ("cuda", "cpu") else torch.contiguous_format
-    images = torch.rand(batch, 3, size, size, device=bench.device).contiguous(memory_format=layout)
-    data = {"distorted": images, "target": torch.rand(batch, device=bench.device)}
     for precision in ("fp32", "bf16"):
         if precision == "bf16" and bench.device.type == "cuda" and not torch.cuda.is_bf16_supported():
             continue
-        autocast = (lambda: torch.autocast(bench.device.type, dtype=torch.bfloat16)) if precision == "bf16" else (
-            contextlib.nullcontext)  # fmt: skip
+        numerics = StepNumerics.for_device(bench.device, precision, None)  # channels_last on CUDA
+        layout = torch.channels_last if numerics.channels_last else torch.contiguous_format
+        images = numerics.inputs(torch.rand(batch, 3, size, size), bench.device)
+        data = {"distorted": images, "target": torch.rand(batch)}
         torch.manual_seed(0)
         backbone = build_backbone(bench.sizes.backbone).train().to(bench.device, memory_format=layout)
         calibrate_batchnorm(backbone, [images])
         bare_optimizer = torch.optim.AdamW([p for p in backbone.parameters() if p.requires_grad], lr=1e-4)
 
-        def bare_step(backbone=backbone, optimizer=bare_optimizer, autocast=autocast) -> None:
-            with autocast():
+        def bare_step(backbone=backbone, optimizer=bare_optimizer, numerics=numerics, images=images) -> None:
+            with numerics.autocast(bench.device):
                 loss = sum(level.float().mean() for level in backbone(images))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -318,9 +318,8 @@ def training_steps(bench: Bench) -> None:
         wrapped = TensorOutputs(model)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
 
-        def bpclip_step(wrapped=wrapped, optimizer=optimizer, autocast=autocast) -> None:
-            with autocast():
-                train_step(wrapped, optimizer, data, bench.device)
+        def bpclip_step(wrapped=wrapped, optimizer=optimizer, numerics=numerics, data=data) -> None:
+            train_step(wrapped, optimizer, data, bench.device, numerics=numerics)
 
         bare = f"train step {precision}, bare backbone @{size}"
         bench.row(bare, bare_step, batch, grad=True)
