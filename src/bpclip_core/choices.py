@@ -16,6 +16,9 @@ ATTENTION_BACKENDS = ("script", "eager", "compile")
 # thousand images of mixed sizes.
 DEFAULT_ATTENTION = "script"
 PROTOCOLS = ("resize", "crops", "full")
+# input pipelines (auto: "device" on CUDA, "cpu" elsewhere) and JPEG decoders of the device pipeline
+PIPELINES = ("auto", "cpu", "device")
+JPEG_DECODERS = ("auto", "pil", "torchvision")
 # One test-time protocol for user-facing scores and reported figures alike (engine, CLI,
 # adapters, training's validation and test, `bpclip evaluate`): see protocol.py.
 DEFAULT_PROTOCOL = "resize"

@@ -34,7 +34,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 # Only light modules here: parsing arguments (--help, usage errors) must not import torch,
 # open_clip or the engine; each command imports what it needs when it runs.
-from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS, PROTOCOLS
+from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS, PROTOCOLS
 from .config import MODES, PRESETS
 from .errors import BPCLIPError
 
@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--size", type=int, default=None, help="protocol size in px (default: the model's image size)")
     score.add_argument("--num-crops", type=int, default=5, help="crops per image for --protocol crops")
     score.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 4)")
+    score.add_argument(
+        "--pipeline", choices=PIPELINES, default="auto", help="input pipeline (auto: device on CUDA, else cpu)"
+    )
+    score.add_argument(
+        "--jpeg-decoder",
+        choices=JPEG_DECODERS,
+        default="auto",
+        help="device pipeline: torchvision sends every JPEG to nvjpeg (auto: only those PIL decodes at full scale)",
+    )
     score.add_argument("--format", choices=("table", "csv", "json"), default="table")
     score.add_argument(
         "--output", type=Path, help="write results to this file instead of stdout (checked before scoring)"
@@ -240,7 +249,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def _checked_inputs(args: argparse.Namespace) -> list:
     """``score``'s checks made before any work (raises :class:`UsageError`); the expanded inputs."""
-    from .engine import expand_inputs, is_empty_folder, pick_device
+    from .engine import pick_device
+    from .loading import expand_inputs, is_empty_folder
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
@@ -278,6 +288,8 @@ def _scoring_engine(args: argparse.Namespace, device: Any) -> QualityEngine:
         num_workers=args.workers,
         top_k=args.top_k,
         max_pixels=args.max_pixels,
+        pipeline=args.pipeline,
+        jpeg_decoder=args.jpeg_decoder,
     )
     if args.ref is None and engine.mode == "fr":
         raise UsageError("this is a full-reference checkpoint: pass reference images with --ref")

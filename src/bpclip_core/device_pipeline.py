@@ -37,8 +37,6 @@ from .images import EncodedJPEG, load_pixels, load_pixels_or_jpeg, orient, pixel
 from .inputs import check_image_shape, check_min_side, value_problem
 from .loading import PairedInputs, error_text, tensor_as_float, to_image_tensor
 
-JPEG_DECODERS = ("auto", "pil", "torchvision")
-
 
 @dataclass(frozen=True)
 class OnDevice:

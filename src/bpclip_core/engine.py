@@ -33,9 +33,8 @@ from torch.utils.data import DataLoader, Subset
 
 from .backbone import fold_frozen_batchnorm
 from .checkpoint import load_checkpoint
-from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, PRECISIONS
+from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS
 from .device_pipeline import (
-    JPEG_DECODERS,
     DecodedInputs,
     DeviceViews,
     OnDevice,
@@ -56,13 +55,9 @@ from .loading import (
     pair_references,
     single_thread_worker,
 )
-from .loading import expand_inputs as expand_inputs  # re-exported: the command imports it from here
-from .loading import is_empty_folder as is_empty_folder  # re-exported, as above
 from .model import BPCLIP, QualityOutput
 from .protocol import TestTimeProtocol
 from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
-
-PIPELINES = ("auto", "cpu", "device")
 
 
 @dataclass
