@@ -94,8 +94,8 @@ def test_scores_adjectives_errors_tags_and_run_record(dataset, tiny_checkpoints)
     assert all(len(a) == 3 for a in dataset.match(fo.ViewField("bpclip_score") != None).values("bpclip_adjectives"))  # noqa: E711
     tags = dataset.count_sample_tags()
     assert tags[ERROR_TAG] == 2
-    # an untrained model scores every image alike: quantile bands would be invented, so none
-    assert not [t for t in tags if t.startswith("quality:")] and "no quality bands" in summary.warnings[0]
+    # the random model tells the images apart a little: the default quantile bands tag each scored one
+    assert sum(n for t, n in tags.items() if t.startswith("quality:")) == 6 and not summary.warnings
     assert sum(n for t, n in tags.items() if t.startswith("adjective:")) == 6
     assert list_quality_runs(dataset) == ["bpclip_score"]
     record = get_quality_run(dataset, "bpclip_score")
@@ -209,6 +209,19 @@ def test_bands_over_tied_scores_are_refused_not_invented():
     assert not bands_are_meaningful([0.5, 0.5 + 1e-7, None, 0.5], quantiles)
     assert bands_are_meaningful([0.5, 0.6], quantiles)
     assert bands_are_meaningful([0.5, 0.5], QualityTagging(bands="thresholds", cut_points=(0.3, 0.6)))
+
+
+def test_quantile_bands_over_scores_that_all_tie_are_refused(dataset, tmp_path):
+    from bpclip_core import preset
+    from bpclip_core.checkpoint import init_checkpoint
+
+    # CLIP's 0.01 saturates the tiny model's softmax: one-hot probabilities, every image alike
+    saturated = preset("tiny", similarity_temperature=0.01)
+    checkpoint = init_checkpoint(saturated, "nr", tmp_path / "saturated.safetensors", random=True)
+    summary = compute_quality(dataset, checkpoint=str(checkpoint), num_workers=0)
+    tags = dataset.count_sample_tags()
+    assert summary.scored == 6 and not [t for t in tags if t.startswith("quality:")]
+    assert "no quality bands" in summary.warnings[0]
 
 
 def test_each_run_owns_its_tags(dataset, tiny_checkpoints):
