@@ -1,9 +1,11 @@
-"""A quick look at any checkpoint (e.g. an intermediate one) on part of the held-out references.
+"""A quick look at any checkpoint (e.g. an intermediate one) on part of the default-model data.
 
 The same figures as the rebuild pipeline (bpclip_core/training/synthetic_eval.py), on every
-``--every``-th held-out reference of the default-model data, to follow a training run:
+``--every``-th reference of the held-out pictures (default), to follow a training run, or of
+the training pictures (``--part train``), to see whether a model fits what it was trained on:
 
     .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/best.safetensors --every 5
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train --every 8
 """
 
 from __future__ import annotations
@@ -22,16 +24,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--work", type=Path, default=Path("data/default-models"))
-    parser.add_argument("--every", type=int, default=5, help="use every n-th held-out reference")
+    parser.add_argument("--every", type=int, default=5, help="use every n-th reference")
+    parser.add_argument("--part", choices=("heldout", "train"), default="heldout", help="which pictures")
     args = parser.parse_args()
     data = args.work / "synthetic"
     dataset = read_csv_dataset(data / "default-models.csv")
-    heldout = dataset.subset(load_splits(data / "split.json", dataset).splits[0].test)
-    references = sorted({item.content for item in heldout.items})[:: args.every]
-    part = heldout.subset([i for i, item in enumerate(heldout.items) if item.content in references])
+    split = load_splits(data / "split.json", dataset).splits[0]
+    pictures = dataset.subset(split.test if args.part == "heldout" else split.train)
+    references = sorted({item.content for item in pictures.items})[:: args.every]
+    part = pictures.subset([i for i, item in enumerate(pictures.items) if item.content in references])
     figures = evaluate_synthetic(load_checkpoint(args.checkpoint), part)
-    print(f"{len(references)} held-out references, {len(part)} items")
+    print(f"{len(references)} {args.part} references, {len(part)} items")
     print(json.dumps(figures["overall"]), json.dumps(figures["adjective_accuracy_per_dimension"]))
+    for name, row in sorted(figures["per_type"].items()):
+        print(f"{name:22s} monotonicity {row['monotonicity']:.3f}  AUC {row['auc']:.3f}")
 
 
 if __name__ == "__main__":
