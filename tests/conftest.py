@@ -6,12 +6,32 @@ no test reads the user's caches or reaches the network.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
+
+def _remove_stale_session_caches() -> None:
+    """Remove the caches of earlier test sessions that were killed before cleaning up."""
+    for folder in Path(tempfile.gettempdir()).glob("bpclip-tests-*"):
+        try:
+            pid = int((folder / "pid").read_text())
+            os.kill(pid, 0)  # still running: keep it
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except (OSError, ValueError):  # no pid file yet, or another user's process: leave it
+            pass
+
+
+_remove_stale_session_caches()
 # Set before huggingface_hub is imported anywhere: its cache path is fixed at import time.
 _SESSION_CACHE = Path(tempfile.mkdtemp(prefix="bpclip-tests-"))
+(_SESSION_CACHE / "pid").write_text(str(os.getpid()))
+# removed at exit (after the private mongod below stops: atexit runs handlers last-in, first-out);
+# the caches hold a FiftyOne database of several hundred MB
+atexit.register(shutil.rmtree, _SESSION_CACHE, ignore_errors=True)
 os.environ["HF_HOME"] = str(_SESSION_CACHE / "hf")
 os.environ["HF_HUB_CACHE"] = str(_SESSION_CACHE / "hf" / "hub")
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -32,7 +52,6 @@ def _private_mongod() -> None:
     whatever FIFTYONE_DATABASE_DIR says: the tests' datasets would land in another process's
     database (and theirs in ours). The App server the tests start inherits the URI.
     """
-    import atexit
     import importlib.util
     import socket
     import subprocess
