@@ -16,6 +16,7 @@ from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate,
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
 from bpclip_core.explain import dimension_goodness
 from bpclip_core.training import TrainConfig, train
+from bpclip_core.training.default_models import RANKING_LR
 from bpclip_core.training.losses import adjective_loss, adjective_targets
 
 
@@ -134,13 +135,12 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
 
     export = tmp_path / "models"
     args = ["--scale", "smoke", "--work", str(tmp_path / "work"), "--export-dir", str(export), "--no-debian"]
-    with pytest.raises(SystemExit, match="train FR first"):
-        main([*args, "--mode", "nr"])
     assert main([*args, "--mode", "both"]) == 0
     assert load_checkpoint(export / "bpclip-fr.safetensors", mode="fr").card.provenance["bundled"]
     model = load_checkpoint(export / "bpclip-nr.safetensors", mode="nr")
     card = model.card.provenance
-    assert card["backbone_initialised_from"].endswith("run-fr/best.safetensors")
+    assert "backbone_initialised_from" not in card  # NR learns from random initialisation, as FR does
+    assert card["recipe"]["lr"] == RANKING_LR and card["recipe"]["init_checkpoint"].endswith("best.safetensors")
     assert card["bundled"] and card["trained"] and "synthetic" in card["statement"].lower()
     assert {"skimage", "procedural"} <= set(card["training_data"]["sources"])
     assert set(card["heldout_figures"]) >= {"monotonicity", "auc", "srcc", "adjective_balanced_accuracy"}
@@ -151,3 +151,8 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     # resumable and cached: a second run retrains nothing and gives the same figures
     assert main([*args, "--mode", "nr"]) == 0
     assert json.loads((tmp_path / "work" / "run-nr-rank" / "heldout.json").read_text()) == figures
+    # a cached run of another recipe is refused, never silently reused
+    saved = tmp_path / "work" / "run-nr" / "train_config.json"
+    saved.write_text(json.dumps({**json.loads(saved.read_text()), "lr": 0.123}))
+    with pytest.raises(SystemExit, match=r"another recipe \(lr differ"):
+        main([*args, "--mode", "nr"])
