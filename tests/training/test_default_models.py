@@ -16,7 +16,7 @@ from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate,
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
 from bpclip_core.explain import dimension_goodness
 from bpclip_core.training import TrainConfig, train
-from bpclip_core.training.default_models import RANKING_LR
+from bpclip_core.training.default_models import PEAK_LR, RANKING_LR
 from bpclip_core.training.losses import adjective_loss, adjective_targets
 
 
@@ -141,6 +141,10 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     card = model.card.provenance
     assert "backbone_initialised_from" not in card  # NR learns from random initialisation, as FR does
     assert card["recipe"]["lr"] == RANKING_LR and card["recipe"]["init_checkpoint"].endswith("best.safetensors")
+    # every cycle is on the card: random initialisation at NR's peak lr, the warm restart, the ranking cycle
+    assert [c["out_dir"] for c in card["cycles"]] == ["run-nr", "run-nr-cycle2", "run-nr-rank"]
+    assert card["cycles"][0]["init_checkpoint"] is None and card["cycles"][0]["lr"] == PEAK_LR["nr"]
+    assert card["cycles"][1]["lr"] == PEAK_LR["nr"] / 2 and card["cycles"][2]["ranking_loss_weight"] == 1.0
     assert card["bundled"] and card["trained"] and "synthetic" in card["statement"].lower()
     assert {"skimage", "procedural"} <= set(card["training_data"]["sources"])
     assert set(card["heldout_figures"]) >= {"monotonicity", "auc", "srcc", "adjective_balanced_accuracy"}

@@ -192,6 +192,15 @@ def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
 _NOT_RECIPE = ("out_dir", "progress", "tensorboard")
 
 
+def _cycle(config) -> dict[str, Any]:
+    """One training cycle as the model card lists it (``recipe`` holds the last cycle's whole config)."""
+    return {
+        "epochs": config.epochs, "lr": config.lr, "init_checkpoint": config.init_checkpoint,
+        "group_size": config.group_size, "ranking_loss_weight": config.ranking_loss_weight,
+        "out_dir": Path(config.out_dir).name,
+    }  # fmt: skip
+
+
 def _train_once(config, run_dir: Path, message: str) -> None:
     """Train unless the run folder holds a finished run; resume an interrupted one. A folder left
     by another recipe (e.g. an older version of this one) is refused, never reused."""
@@ -239,6 +248,7 @@ def run(
     run_dir = work / f"run-{mode}"
     config = train_config(mode, csv_path, split_path, run_dir, scale, seed, device)
     _train_once(config, run_dir, f"train {mode.upper()}: {scale.epochs[mode]} epochs")
+    cycles = [_cycle(config)]
     if scale.second_cycle[mode]:  # a warm restart: the NR model was still improving when the first cosine ended
         first = run_dir / BEST_NAME
         run_dir = work / f"run-{mode}-cycle2"
@@ -247,6 +257,7 @@ def run(
             out_dir=str(run_dir),
         )  # fmt: skip
         _train_once(config, run_dir, f"train {mode.upper()}, second cycle: {config.epochs} epochs from {first}")
+        cycles.append(_cycle(config))
     if scale.ranking_cycle[mode]:  # the MSE alone let the NR model judge blur and codecs by content
         previous = run_dir / BEST_NAME
         run_dir = work / f"run-{mode}-rank"
@@ -255,6 +266,7 @@ def run(
             group_size=RANKING_GROUP, ranking_loss_weight=1.0, out_dir=str(run_dir),
         )  # fmt: skip
         _train_once(config, run_dir, f"train {mode.upper()}, ranking cycle: {config.epochs} epochs from {previous}")
+        cycles.append(_cycle(config))
     pictures = len(data_provenance["heldout_pictures"])
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
     figures_path = run_dir / "heldout.json"
@@ -276,6 +288,7 @@ def run(
             "bundled": True,
             "statement": STATEMENT,
             "training_data": data_provenance,
+            "cycles": cycles,
             "recipe": {
                 k: v for k, v in config.to_dict().items() if k not in ("dataset_root", "splits_file", "out_dir")
             },
