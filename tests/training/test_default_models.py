@@ -155,6 +155,11 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     # resumable and cached: a second run retrains nothing and gives the same figures
     assert main([*args, "--mode", "nr"]) == 0
     assert json.loads((tmp_path / "work" / "run-nr-rank" / "heldout.json").read_text()) == figures
+    # a run written before later fields existed, or scored by another test-time protocol, is the same recipe
+    saved = tmp_path / "work" / "run-fr" / "train_config.json"
+    older = {k: v for k, v in json.loads(saved.read_text()).items() if k not in ("precision", "group_size")}
+    saved.write_text(json.dumps({**older, "eval_protocol": "crops", "num_workers": 0}))
+    assert main([*args, "--mode", "fr"]) == 0
     # a cached run of another recipe is refused, never silently reused
     saved = tmp_path / "work" / "run-nr" / "train_config.json"
     saved.write_text(json.dumps({**json.loads(saved.read_text()), "lr": 0.123}))

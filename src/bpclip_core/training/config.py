@@ -181,6 +181,20 @@ class TrainConfig:
         """The fields a resumed run must share with the run it continues."""
         return {k: v for k, v in self.to_dict().items() if k not in RESUME_NEUTRAL_FIELDS}
 
+    def differences(self, stored: dict[str, Any], ignore: frozenset[str] = frozenset()) -> dict[str, tuple]:
+        """The result-defining fields (less ``ignore``) on which ``stored``, a config a run wrote
+        earlier, differs from this one: ``{field: (stored, now)}``. A field added after that run
+        was written counts with the value that reproduces it (``FIELDS_BEFORE_THEY_EXISTED``)."""
+        current = {k: v for k, v in json.loads(json.dumps(self.result_defining())).items() if k not in ignore}
+        before = {k: v for k, v in FIELDS_BEFORE_THEY_EXISTED.items() if k in current} | {
+            k: v for k, v in stored.items() if k not in RESUME_NEUTRAL_FIELDS and k not in ignore
+        }
+        return {
+            k: (before.get(k), current.get(k))
+            for k in sorted(before.keys() | current.keys())
+            if before.get(k) != current.get(k)
+        }
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         known = {f.name for f in dataclasses.fields(cls)}

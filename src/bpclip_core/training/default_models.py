@@ -188,8 +188,8 @@ def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
     return out
 
 
-# fields that say where and how verbosely a run works, not what it learns
-_NOT_RECIPE = ("out_dir", "progress", "tensorboard")
+# how a run's test part is scored: no cycle keeps its best epoch by it, so it changes no weight
+_EVALUATION_ONLY = frozenset({"eval_protocol", "eval_num_crops"})
 
 
 def _cycle(config) -> dict[str, Any]:
@@ -208,9 +208,7 @@ def _train_once(config, run_dir: Path, message: str) -> None:
 
     saved = run_dir / "train_config.json"
     if saved.is_file():
-        before = {k: v for k, v in json.loads(saved.read_text()).items() if k not in _NOT_RECIPE}
-        now = {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k not in _NOT_RECIPE}
-        changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k))
+        changed = config.differences(json.loads(saved.read_text()), ignore=_EVALUATION_ONLY)
         if changed:
             raise SystemExit(
                 f"{run_dir} holds a run of another recipe ({', '.join(changed)} differ): "

@@ -36,7 +36,7 @@ from ..checkpoint import non_finite_tensors
 from ..config import preset
 from ..errors import BPCLIPError
 from ..model import BPCLIP, ModelCard
-from .config import FIELDS_BEFORE_THEY_EXISTED, TrainConfig
+from .config import TrainConfig
 from .distributed import (
     DistributedContext,
     barrier,
@@ -587,12 +587,9 @@ class Trainer:
         return SummaryWriter(str(self.out_dir / "tensorboard"))
 
     def _check_resume_config(self, state: dict[str, Any], path: Path) -> None:
-        current = self.config.result_defining()
-        # a field added after the checkpoint was written has the value that reproduces that run
-        stored = {k: v for k, v in FIELDS_BEFORE_THEY_EXISTED.items() if k in current} | json.loads(state["config"])
-        different = sorted(k for k in set(stored) | set(current) if stored.get(k) != current.get(k))
+        different = self.config.differences(json.loads(state["config"]))
         if different:
-            details = "; ".join(f"{k}: checkpoint {stored.get(k)!r} vs now {current.get(k)!r}" for k in different)
+            details = "; ".join(f"{k}: checkpoint {was!r} vs now {now!r}" for k, (was, now) in different.items())
             raise TrainingError(
                 f"{path} was written by a run with a different config ({details}); resume with the same "
                 f"config, or start a new run in another folder"
