@@ -70,7 +70,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # the shipped models: FR about 55 min on one core, NR about 90 min on two (2-core CPU)
+    # the shipped models: FR about 55 min on one core, NR about 94 min on two (2-core CPU)
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
     # only: not shipped, see docs/default-models.md)
     "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 12, "fr": 0}, {"nr": 0, "fr": 0}),
