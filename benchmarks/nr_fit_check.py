@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 from pathlib import Path
 
@@ -54,10 +53,8 @@ def fit_crops(mode: str, lr: float, steps: int = 150) -> None:
 
 
 def fit_pictures(mode: str, lr: float, init_backbone: str | None, epochs: int = 40) -> None:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.training.conftest import write_pristine
-
     from bpclip_core.checkpoint import load_checkpoint
+    from bpclip_core.data.content import write_skimage_squares
     from bpclip_core.data.readers import read_csv_dataset
     from bpclip_core.data.synthetic import synthesize_dataset
     from bpclip_core.training import TrainConfig, train
@@ -65,7 +62,7 @@ def fit_pictures(mode: str, lr: float, init_backbone: str | None, epochs: int = 
 
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        pristine = write_pristine(work / "pristine", 160, PICTURES)
+        pristine = write_skimage_squares(work / "pristine", 160, PICTURES)
         types = ["gaussian_blur", "jpeg"]
         csv = synthesize_dataset(pristine, work / "synthetic", types, size=160, include_pristine=True)
         config = TrainConfig(

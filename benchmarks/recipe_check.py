@@ -57,17 +57,17 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.training.conftest import write_pristine
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the pictures of the learning test
     from tests.training.test_learning import NAMES
 
+    from bpclip_core.data.content import write_skimage_squares
     from bpclip_core.data.synthetic import synthesize_dataset
     from bpclip_core.training import TrainConfig, train
 
     variants = VARIANTS[args.compare]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        pristine = write_pristine(work / "pristine", 144, NAMES)
+        pristine = write_skimage_squares(work / "pristine", 144, NAMES)
         csv = synthesize_dataset(pristine, work / "synthetic", ["gaussian_blur", "gaussian_noise"], size=128)
         results: dict[str, list[float]] = {name: [] for name in variants}
         for seed in args.seeds:

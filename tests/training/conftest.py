@@ -4,31 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
+
+from bpclip_core.data.content import write_skimage_squares
 
 PRISTINE = ("astronaut", "camera", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "retina")
 
 
 def write_pristine(folder: Path, size: int, names: tuple[str, ...] = PRISTINE) -> Path:
     """skimage's sample images, centre-cropped square and resized to ``size``, as PNG files."""
-    from skimage import data
-
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in names:
-        array = getattr(data, name)()
-        if isinstance(array, tuple):  # stereo pairs: the left view
-            array = array[0]
-        if array.ndim == 2:
-            array = np.stack([array] * 3, axis=-1)
-        picture = Image.fromarray(array[..., :3].astype(np.uint8))
-        side = min(picture.size)
-        left, top = (picture.size[0] - side) // 2, (picture.size[1] - side) // 2
-        picture.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC).save(
-            folder / f"{name}.png"
-        )
-    return folder
+    return write_skimage_squares(folder, size, names)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,14 @@ import torch
 
 from bpclip_core.adjectives import QUALITY_ADJECTIVES
 from bpclip_core.data import read_csv_dataset
-from bpclip_core.data.content import MIN_LUMA_STD, build_content, crops, dead_leaves, fractal_noise
+from bpclip_core.data.content import (
+    MIN_LUMA_STD,
+    build_content,
+    crops,
+    dead_leaves,
+    fractal_noise,
+    write_skimage_squares,
+)
 from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate, distortion_measure, gmsd
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
 from bpclip_core.explain import dimension_goodness
@@ -41,6 +48,15 @@ def test_flat_crops_are_skipped():
     assert list(crops(flat, 64, 4, np.random.default_rng(0))) == []
     textured = np.random.default_rng(1).random((200, 200, 3)).astype(np.float32)
     assert len(list(crops(textured, 64, 4, np.random.default_rng(0)))) == 4
+
+
+def test_skimage_squares_are_rgb_squares_of_the_asked_size(tmp_path):
+    from PIL import Image
+
+    folder = write_skimage_squares(tmp_path / "squares", 40, ("camera", "stereo_motorcycle"))
+    for name in ("camera", "stereo_motorcycle"):  # a grey picture and a stereo pair
+        with Image.open(folder / f"{name}.png") as picture:
+            assert (picture.mode, picture.size) == ("RGB", (40, 40))
 
 
 def test_content_is_split_by_picture_with_sources_and_licences(tmp_path):

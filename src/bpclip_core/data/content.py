@@ -306,6 +306,38 @@ def _crop_count(image: Array, size: int, max_crops: int) -> int:
     return int(np.clip(round(area / (size * size * 4)), 1, max_crops))
 
 
+def write_skimage_squares(folder: str | Path, size: int, names: tuple[str, ...]) -> Path:
+    """Write scikit-image sample pictures, centre-cropped square and resized to ``size``, as PNG files.
+
+    The small fixed sets of the tests and the recipe checks in ``benchmarks/`` (not the training
+    content, which :func:`build_content` crops at random).
+
+    Args:
+        folder: where ``{name}.png`` go (created).
+        size: side of each square picture.
+        names: ``skimage.data`` function names; of a stereo pair the left view is kept.
+    Returns:
+        ``folder`` as a :class:`~pathlib.Path`.
+    """
+    import skimage.data
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        array = getattr(skimage.data, name)()
+        if isinstance(array, tuple):  # stereo pairs: the left view
+            array = array[0]
+        if array.ndim == 2:
+            array = np.stack([array] * 3, axis=-1)
+        picture = Image.fromarray(array[..., :3].astype(np.uint8))
+        side = min(picture.size)
+        left, top = (picture.size[0] - side) // 2, (picture.size[1] - side) // 2
+        square = picture.crop((left, top, left + side, top + side))
+        square.resize((size, size), Image.Resampling.BICUBIC).save(folder / f"{name}.png")
+    return folder
+
+
 def build_content(
     out: str | Path,
     size: int = 192,
