@@ -67,9 +67,7 @@ def _output(model, distorted: list[np.ndarray], references: list[np.ndarray]):
         return model(_tensor(distorted), _tensor(references) if model.mode == "fr" else None)
 
 
-@pytest.mark.parametrize(
-    ("mode", "distortion"), [(mode, name) for mode, names in RANKED.items() for name in names]
-)
+@pytest.mark.parametrize(("mode", "distortion"), [(mode, name) for mode, names in RANKED.items() for name in names])
 def test_distorted_versions_score_below_their_originals(pictures, mode, distortion):
     bundled = load_checkpoint(mode=mode)
     originals = list(pictures.values())
@@ -83,9 +81,7 @@ def test_distorted_versions_score_below_their_originals(pictures, mode, distorti
     assert ((clean >= 0) & (clean <= 1)).all()
 
 
-@pytest.mark.parametrize(
-    ("mode", "distortion"), [(mode, name) for mode, names in EXPLAINED.items() for name in names]
-)
+@pytest.mark.parametrize(("mode", "distortion"), [(mode, name) for mode, names in EXPLAINED.items() for name in names])
 def test_the_harmed_dimension_is_the_lowest(pictures, mode, distortion):
     bundled, dimension = load_checkpoint(mode=mode), DIMENSION[distortion]
     originals = list(pictures.values())

@@ -23,6 +23,8 @@ from bpclip_core.engine import ScoredInput
 from bpclip_core.sharding import PartError, PartWriter, TorchrunRank, merge_parts, part_path
 
 FAST = ["--no-progress", "--workers", "0", "--size", "64"]
+
+
 def _torchrun_score(*args: object) -> subprocess.CompletedProcess:
     command = [
         sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",

@@ -31,9 +31,7 @@ from torch import nn
 CHUNK_BYTES = 16 * 2**20  # FR inference: feature-map bytes per chunk of the batch
 
 
-def masked_window_means(
-    parts: Sequence[torch.Tensor], mask: torch.Tensor, grid: tuple[int, int]
-) -> list[torch.Tensor]:
+def masked_window_means(parts: Sequence[torch.Tensor], mask: torch.Tensor, grid: tuple[int, int]) -> list[torch.Tensor]:
     """Window averages of ``mask * part`` for each part over a ``grid`` of windows.
 
     The windows are those of ``adaptive_avg_pool2d`` (exact windows when the size divides).

@@ -194,9 +194,7 @@ class BPCLIP(nn.Module):
         weights = self.weight_branch(tokens) if self.weight_branch is not None else [None] * len(information)
         level_probabilities = torch.stack(
             [
-                adjective_probabilities(
-                    mapping(fusion(info, weight)), self.text_embeddings, self.temperature
-                )
+                adjective_probabilities(mapping(fusion(info, weight)), self.text_embeddings, self.temperature)
                 for fusion, mapping, info, weight in zip(self.fusion, self.clip_mapping, information, weights)
             ],
             dim=1,
