@@ -6,6 +6,9 @@ the training pictures (``--part train``), to see whether a model fits what it wa
 
     .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/best.safetensors --every 5
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train --every 8
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-fr.safetensors --precision fp16
+
+Items without a score (a non-finite one, e.g. float16 overflow) are counted as ``unscored``.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("data/default-models"))
     parser.add_argument("--every", type=int, default=5, help="use every n-th reference")
     parser.add_argument("--part", choices=("heldout", "train"), default="heldout", help="which pictures")
+    parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="the engine's (autocast)")
     args = parser.parse_args()
     data = args.work / "synthetic"
     dataset = read_csv_dataset(data / "default-models.csv")
@@ -33,8 +37,8 @@ def main() -> None:
     pictures = dataset.subset(split.test if args.part == "heldout" else split.train)
     references = sorted({item.content for item in pictures.items})[:: args.every]
     part = pictures.subset([i for i, item in enumerate(pictures.items) if item.content in references])
-    figures = evaluate_synthetic(load_checkpoint(args.checkpoint), part)
-    print(f"{len(references)} {args.part} references, {len(part)} items")
+    figures = evaluate_synthetic(load_checkpoint(args.checkpoint), part, precision=args.precision)
+    print(f"{len(references)} {args.part} references, {len(part)} items, {args.precision}")
     print(json.dumps(figures["overall"]), json.dumps(figures["adjective_accuracy_per_dimension"]))
     for name, row in sorted(figures["per_type"].items()):
         print(f"{name:22s} monotonicity {row['monotonicity']:.3f}  AUC {row['auc']:.3f}")

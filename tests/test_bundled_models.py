@@ -115,3 +115,20 @@ def test_the_command_scores_with_no_checkpoint_argument(tmp_path, pictures, caps
     assert "bpclip-nr: bundled default model" in captured.err and "UNTRAINED" not in captured.err
     rows = {Path(row["path"]).name: row for row in csv.DictReader(io.StringIO(captured.out))}
     assert float(rows["rocket_noisy.png"]["score"]) < float(rows["rocket.png"]["score"])
+
+
+@pytest.mark.parametrize("mode", ["nr", "fr"])
+def test_the_bundled_models_score_under_float16_autocast(pictures, mode):
+    """Their feature scale is fitted to float16 at export (feature_scale.py): before that, every
+    score of the FR model was NaN under fp16 autocast, the default on GPUs without bf16."""
+    from bpclip_core.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
+
+    model = load_checkpoint(mode=mode)
+    originals = [pictures[name] for name in EXAMPLES]
+    distorted = [distort(image, "gaussian_blur", 3) for image in originals]
+    assert peak_activation(model, probe_images(list(_tensor(originals)))) <= FP16_SAFE_PEAK
+    full = _output(model, distorted, originals).score
+    with torch.autocast("cpu", dtype=torch.float16):
+        half = _output(model, distorted, originals).score
+    assert torch.isfinite(half).all()
+    assert torch.allclose(half, full, atol=0.01)

@@ -165,6 +165,10 @@ def load_quality_model(
 
 
 NON_FINITE_ERROR = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
+FP16_HINT = (
+    " (under fp16 autocast a model's features can overflow float16: use precision='bf16' or 'fp32', or "
+    "rescale the checkpoint with bpclip_core.feature_scale.fit_half_precision, docs/default-models.md)"
+)
 
 
 class QualityEngine:
@@ -532,7 +536,7 @@ class QualityEngine:
             values = [explanation.score, *(p for _, p in explanation.top_adjectives)]
             values += [v.goodness for v in explanation.dimensions.values()]
             if not all(math.isfinite(v) for v in values):
-                result.error = NON_FINITE_ERROR
+                result.error = NON_FINITE_ERROR + (FP16_HINT if self.dtype == torch.float16 else "")
                 continue
             result.score = explanation.score
             result.mos = float(scale.to_mos(explanation.score))

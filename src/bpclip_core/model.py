@@ -62,6 +62,11 @@ class ModelCard:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
+def _float16_autocast(device_type: str) -> bool:
+    """Whether autocast runs in float16 (not bfloat16, which has float32's range) on this device."""
+    return torch.is_autocast_enabled(device_type) and torch.get_autocast_dtype(device_type) == torch.float16
+
+
 class BPCLIP(nn.Module):
     """The BPCLIP quality model, no-reference or full-reference (``config.mode``).
 
@@ -150,16 +155,20 @@ class BPCLIP(nn.Module):
 
     def tokens(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The level tokens G_1..G_5 with the shared positional encoding added."""
-        levels = self.backbone(distorted)
+        # the same backbone (shared weights) on both; two passes beat one of twice the batch
+        reference_levels = None if reference is None else self.backbone(reference)
+        return self._level_tokens(self.backbone(distorted), reference_levels)
+
+    def _level_tokens(
+        self, levels: list[torch.Tensor], reference_levels: list[torch.Tensor] | None
+    ) -> list[torch.Tensor]:
         grid = (levels[-1].shape[-2], levels[-1].shape[-1])
         position = self.positional_encoding(grid)
-        if reference is None:  # NR: W_f and the reduction to D run as one map (see gated_pooling.py)
+        if reference_levels is None:  # NR: W_f and the reduction to D run as one map (see gated_pooling.py)
             return [
                 tok.tokens(glp(f, grid, tok.reduce)) + position
                 for glp, tok, f in zip(self.gated_pooling, self.tokenizers, levels)
             ]
-        # the same backbone (shared weights) on both; two passes beat one of twice the batch
-        reference_levels = self.backbone(reference)
         pooled = [glp(f, r, grid) for glp, f, r in zip(self.gated_pooling, levels, reference_levels)]
         return [tok(p) + position for tok, p in zip(self.tokenizers, pooled)]
 
@@ -189,7 +198,21 @@ class BPCLIP(nn.Module):
                 )
             if check:
                 distorted = check_images(distorted, "images", data_range)
-        tokens = self.tokens(distorted, reference)
+        levels = self.backbone(distorted)
+        reference_levels = None if reference is None else self.backbone(reference)
+        device_type = distorted.device.type
+        if not _float16_autocast(device_type):
+            return self._heads(self._level_tokens(levels, reference_levels))
+        # float16's range (65504) is too small for the heads (the bundled FR model's gate logits
+        # reach 1e7): under fp16 autocast only the backbone runs in half precision
+        with torch.autocast(device_type, enabled=False):
+            levels = [level.float() for level in levels]
+            if reference_levels is not None:
+                reference_levels = [level.float() for level in reference_levels]
+            return self._heads(self._level_tokens(levels, reference_levels))
+
+    def _heads(self, tokens: list[torch.Tensor]) -> QualityOutput:
+        """MSCA and SA branches, fusion, CLIP space, probabilities and regressor (eq. 4-9)."""
         information = self.information_branch(tokens)
         weights = self.weight_branch(tokens) if self.weight_branch is not None else [None] * len(information)
         level_probabilities = torch.stack(

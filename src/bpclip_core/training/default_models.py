@@ -14,7 +14,9 @@ runs) does, in a work folder (default ``data/default-models``), each step cached
    each model from random initialisation (FR at lr 1e-3; NR at 3e-4, the rate at which it can
    fit blur at all, then a warm restart; docs/default-models.md says how that was found);
 5. the figures on held-out references (:mod:`bpclip_core.training.synthetic_eval`);
-6. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``.
+6. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``, its feature
+   scale first divided by a power of two where its activations would overflow float16
+   (:mod:`bpclip_core.feature_scale`: the same function, safe under fp16 autocast).
 
 Deterministic for a seed on one device and thread count. ``--scale big`` (e.g. with
 ``--device cuda``) uses more content, steps and resolution.
@@ -73,7 +75,7 @@ SCALES: dict[str, Scale] = {
     # the shipped models: FR about 55 min on one core, NR about 94 min on two (2-core CPU)
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
     # only: not shipped, see docs/default-models.md)
-    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 12, "fr": 0}, {"nr": 0, "fr": 0}),
+    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 12, "fr": 6}, {"nr": 0, "fr": 0}),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
         320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}, {"nr": 0, "fr": 0}
@@ -171,14 +173,38 @@ def train_config(mode: str, csv_path: Path, split_path: Path, out: Path, scale: 
     )  # fmt: skip
 
 
-def export_model(best: Path, out: Path, card: dict[str, Any]) -> Path:
-    """Step 6: the checkpoint in fp16 (text anchors included) with ``card`` merged into its provenance."""
+def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torch.Tensor]:
+    """``count`` training references, evenly spaced in name order (every source), as (3, size, size) in [0, 1]."""
+    import numpy as np
+    from PIL import Image
+
+    paths = sorted((content_dir / "train").glob("*.png"))
+    chosen = paths[:: max(1, len(paths) // count)][:count]
+    images = []
+    for path in chosen:
+        with Image.open(path) as opened:
+            picture = opened.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        images.append(torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).permute(2, 0, 1))
+    return images
+
+
+def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch.Tensor]) -> Path:
+    """Step 6: the checkpoint in fp16 (text anchors included) with ``card`` merged into its provenance,
+    its feature scale first fitted to float16's range on ``probes`` (:mod:`bpclip_core.feature_scale`)."""
     from safetensors.torch import save_file
 
     from ..checkpoint import METADATA_KEY, checkpoint_metadata, load_checkpoint
+    from ..feature_scale import FP16_SAFE_PEAK, fit_half_precision, peak_activation, probe_images
 
     model = load_checkpoint(best)
-    model.card.provenance = {**model.card.provenance, **card}
+    batches = probe_images(probes)
+    before = peak_activation(model, batches)
+    factor = fit_half_precision(model, batches)
+    feature_scale = {
+        "divided_by": factor, "peak_before": round(before, 1), "peak_after": round(peak_activation(model, batches), 1),
+        "target_peak": FP16_SAFE_PEAK, "probes": f"{len(probes)} training references + 4 synthetic extremes",
+    }  # fmt: skip
+    model.card.provenance = {**model.card.provenance, **card, "feature_scale": feature_scale}
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(f".{out.name}.partial")
@@ -298,7 +324,8 @@ def run(
             "command": f"bash scripts/train_default_models.sh --mode {mode}"
             + (f" --scale {scale_name}" if scale_name != "cpu" else ""),
         }
-        path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card)
+        probes = probe_references(work / "content", scale.image_size)
+        path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card, probes)
         _log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return figures
 

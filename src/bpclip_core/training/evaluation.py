@@ -105,8 +105,9 @@ def score_items(
     batch_size: int = 8,
     device: str | torch.device = "cpu",
     num_workers: int = 0,
+    precision: str = "fp32",
 ) -> list[ScoredInput]:
-    """Every item of ``dataset`` scored by the engine, in item order.
+    """Every item of ``dataset`` scored by the engine, in item order (``precision``: the engine's).
 
     Evaluation goes through :class:`~bpclip_core.engine.QualityEngine`, the path that users'
     scores take: the same decoding, the same test-time protocol (default: the engine's,
@@ -128,7 +129,7 @@ def score_items(
     with_reference = getattr(model, "mode", dataset.mode) == "fr"
     was_training = model.training
     engine = QualityEngine(
-        model, device, "fp32", attention="eager", batch_size=batch_size, num_workers=num_workers,
+        model, device, precision, attention="eager", batch_size=batch_size, num_workers=num_workers,
         protocol=protocol, channels_last=False,
     )  # fmt: skip
     try:
@@ -136,7 +137,7 @@ def score_items(
         results = engine.score([item.image for item in items], references)
     finally:
         model.train(was_training)
-    unreadable = [r for r in results if r.error and r.score is None and r.error != NON_FINITE_ERROR]
+    unreadable = [r for r in results if r.error and r.score is None and not r.error.startswith(NON_FINITE_ERROR)]
     if unreadable:
         first = unreadable[0]
         reason = first.error if first.error.startswith(first.path) else f"{first.path}: {first.error}"

@@ -35,11 +35,15 @@ def _level(item) -> int:
 
 
 def score_dataset(
-    model: torch.nn.Module, dataset: QualityDataset, batch_size: int = 32, device: str | torch.device = "cpu"
+    model: torch.nn.Module,
+    dataset: QualityDataset,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Scores (N,) and per-dimension goodness {dimension: (N,)} of every item (NaN where
     non-finite), under the engine's default test-time protocol, as users' scores are made."""
-    results = score_items(model, dataset, batch_size=batch_size, device=device)
+    results = score_items(model, dataset, batch_size=batch_size, device=device, precision=precision)
     scores = np.array([np.nan if r.score is None else r.score for r in results])
     dimensions = next((list(r.dimensions) for r in results if r.dimensions), [])  # the model's own order
     goodness = {d: np.array([(r.dimensions or {}).get(d, np.nan) for r in results]) for d in dimensions}
@@ -82,10 +86,15 @@ def _figures(rows: list[dict[str, Any]], pristine: dict[str, float]) -> dict[str
 
 
 def evaluate_synthetic(
-    model: torch.nn.Module, dataset: QualityDataset, batch_size: int = 32, device: str | torch.device = "cpu"
+    model: torch.nn.Module,
+    dataset: QualityDataset,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+    precision: str = "fp32",
 ) -> dict[str, Any]:
-    """The figures of the module docstring: ``overall``, ``per_type`` and the adjective accuracy."""
-    scores, goodness = score_dataset(model, dataset, batch_size, device)
+    """The figures of the module docstring: ``overall``, ``per_type`` and the adjective accuracy
+    (``precision``: the engine's, e.g. ``fp16`` to check a model under float16 autocast)."""
+    scores, goodness = score_dataset(model, dataset, batch_size, device, precision)
     named = [d for d in goodness if d != "overall quality"]
     pristine: dict[str, float] = {}
     rows = []
@@ -123,6 +132,7 @@ def evaluate_synthetic(
             per_type[name]["harmed_dimension"] = harmed
             hits[harmed].extend(type_hits)
     overall = _figures(rows, pristine)
+    overall["unscored"] = int(np.isnan(scores).sum())  # non-finite scores (e.g. float16 overflow): left out
     per_dimension = {dim: float(np.mean(h)) for dim, h in sorted(hits.items()) if h}
     overall["adjective_balanced_accuracy"] = (
         float(np.mean(list(per_dimension.values()))) if per_dimension else float("nan")
