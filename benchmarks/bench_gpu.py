@@ -293,7 +293,8 @@ def training_steps(bench: Bench) -> None:
 
     size, batch = bench.sizes.large, bench.sizes.train_batch
     for precision in ("fp32", "bf16"):
-        if precision == "bf16" and bench.device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        native_bf16 = torch.cuda.is_bf16_supported(including_emulation=False)
+        if precision == "bf16" and bench.device.type == "cuda" and not native_bf16:
             continue
         numerics = StepNumerics.for_device(bench.device, precision, None)  # channels_last on CUDA
         layout = torch.channels_last if numerics.channels_last else torch.contiguous_format

@@ -122,6 +122,14 @@ def test_a_huge_photo_is_decoded_small(nr_model, tmp_path):
     assert result.error is None
 
 
+@pytest.mark.parametrize(("native", "expected"), [(True, torch.bfloat16), (False, torch.float16)])
+def test_auto_precision_on_cuda_is_native_bf16_else_fp16(monkeypatch, native, expected):
+    """A T4 or V100 answers is_bf16_supported() with True by emulation, which is slow: only
+    native bf16 counts, else fp16 (safe for the bundled models, see test_feature_scale.py)."""
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+    assert autocast_dtype(torch.device("cuda"), "auto") is expected
+
+
 def test_device_precision_and_progress(nr_model, photo_dir):
     assert pick_device("auto").type in {"cuda", "mps", "cpu"}
     assert autocast_dtype(torch.device("cpu"), "auto") is None

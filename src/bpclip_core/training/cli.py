@@ -65,7 +65,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--precision",
         choices=PRECISIONS,
-        help="auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16), fp32 on CPU",
+        help="auto: bf16 autocast on CUDA (fp16 + loss scaling without native bf16), fp32 on CPU",
     )
     parser.add_argument("--compile", action="store_true", help="wrap the model in torch.compile")
     parser.add_argument("--out", help="run folder (checkpoints, logs, report)")

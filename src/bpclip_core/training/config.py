@@ -76,7 +76,7 @@ class TrainConfig:
             cores, else up to 8, one core left); batches are pinned on CUDA. cache_images keeps
             decoded images in memory.
         precision: ``auto`` (bf16 autocast on CUDA, fp16 with a gradient scaler where bf16 is
-            missing, fp32 elsewhere), ``fp32``, ``bf16`` or ``fp16``; losses are fp32 either way.
+            not native, fp32 elsewhere), ``fp32``, ``bf16`` or ``fp16``; losses are fp32 either way.
         channels_last: run the model in channels_last layout (None: on CUDA).
         compile: wrap the model in ``torch.compile``.
         eval_protocol: the test-time protocol of validation and test (``resize``, ``crops``,

@@ -119,7 +119,7 @@ class StepNumerics:
 
     @classmethod
     def for_device(cls, device: torch.device, precision: str, channels_last: bool | None) -> StepNumerics:
-        """``precision`` ``auto`` is bf16 on CUDA (fp16 with a scaler where bf16 is missing), fp32 elsewhere;
+        """``precision`` ``auto`` is bf16 on CUDA (fp16 with a scaler where bf16 is not native), fp32 elsewhere;
         ``channels_last`` None is on for CUDA."""
         from ..engine import autocast_dtype
 
