@@ -4,7 +4,7 @@
 # random initialisation, held-out figures, fp16 export with the model card. Every step is
 # cached or resumable in data/default-models/: after a kill, run the same command again.
 #   bash scripts/train_default_models.sh                          # both models (FR, then NR), CPU
-#   bash scripts/train_default_models.sh --mode fr --threads 1    # how the shipped FR model was made
+#   bash scripts/train_default_models.sh --mode fr --threads 2    # how the shipped FR model was made
 #   bash scripts/train_default_models.sh --mode nr --threads 2    # how the shipped NR model was made
 #   bash scripts/train_default_models.sh --device cuda --scale big --work data/big   # a bigger GPU run
 # More options: bash scripts/train_default_models.sh --help (docs/default-models.md explains the recipe).

@@ -72,7 +72,7 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # the shipped models: FR about 55 min on one core, NR about 94 min on two (2-core CPU)
+    # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
     # only: not shipped, see docs/default-models.md)
     "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 12, "fr": 6}, {"nr": 0, "fr": 0}),
