@@ -14,21 +14,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
 from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
+from bpclip_core.images import load_image
 
 PICTURES = ("astronaut", "coffee", "chelsea", "rocket")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 
 
 def _load(name: str, size: int) -> torch.Tensor:
-    with Image.open(EXAMPLES / f"{name}.jpg") as opened:
-        picture = opened.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-    return torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    image = load_image(EXAMPLES / f"{name}.jpg")  # squashed square: the four are stacked in one batch
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0].clamp_(0, 1)
 
 
 def main() -> None:

@@ -168,7 +168,7 @@ def load_quality_model(
 NON_FINITE_ERROR = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
 FP16_HINT = (
     " (under fp16 autocast a model's features can overflow float16: use precision='bf16' or 'fp32', or "
-    "rescale the checkpoint with bpclip_core.feature_scale.fit_half_precision, docs/default-models.md)"
+    "rescale the checkpoint with bpclip_core.feature_scale.fit_half_precision, docs/training.md)"
 )
 
 

@@ -87,12 +87,16 @@ def fit_half_precision(model: BPCLIP, images: Iterable[torch.Tensor], peak: floa
 
     Returns the factor applied (1.0: already inside; the scale is never raised).
     """
-    measured = peak_activation(model, images)
-    if not math.isfinite(measured):
-        raise ValueError("the backbone gives non-finite activations on the probe images even in float32")
-    factor = 2.0 ** max(0, math.ceil(math.log2(measured / peak))) if measured > peak else 1.0
+    factor = half_precision_factor(peak_activation(model, images), peak)
     rescale_features(model, factor)
     return factor
+
+
+def half_precision_factor(measured: float, peak: float = FP16_SAFE_PEAK) -> float:
+    """The smallest power of two that brings a measured peak activation to at most ``peak`` (1.0 if it is)."""
+    if not math.isfinite(measured):
+        raise ValueError("the backbone gives non-finite activations on the probe images even in float32")
+    return 2.0 ** math.ceil(math.log2(measured / peak)) if measured > peak else 1.0
 
 
 def probe_images(references: list[torch.Tensor], seed: int = 0) -> list[torch.Tensor]:

@@ -175,17 +175,10 @@ def train_config(mode: str, csv_path: Path, split_path: Path, out: Path, scale: 
 
 def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torch.Tensor]:
     """``count`` training references, evenly spaced in name order (every source), as (3, size, size) in [0, 1]."""
-    import numpy as np
-    from PIL import Image
+    from ..images import load_image, resize_short_side
 
     paths = sorted((content_dir / "train").glob("*.png"))
-    chosen = paths[:: max(1, len(paths) // count)][:count]
-    images = []
-    for path in chosen:
-        with Image.open(path) as opened:
-            picture = opened.convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
-        images.append(torch.from_numpy(np.asarray(picture, dtype=np.float32) / 255.0).permute(2, 0, 1))
-    return images
+    return [resize_short_side(load_image(path), size) for path in paths[:: max(1, len(paths) // count)][:count]]
 
 
 def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch.Tensor]) -> Path:
@@ -194,12 +187,13 @@ def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch
     from safetensors.torch import save_file
 
     from ..checkpoint import METADATA_KEY, checkpoint_metadata, load_checkpoint
-    from ..feature_scale import FP16_SAFE_PEAK, fit_half_precision, peak_activation, probe_images
+    from ..feature_scale import FP16_SAFE_PEAK, half_precision_factor, peak_activation, probe_images, rescale_features
 
     model = load_checkpoint(best)
     batches = probe_images(probes)
     before = peak_activation(model, batches)
-    factor = fit_half_precision(model, batches)
+    factor = half_precision_factor(before)
+    rescale_features(model, factor)
     feature_scale = {
         "divided_by": factor, "peak_before": round(before, 1), "peak_after": round(peak_activation(model, batches), 1),
         "target_peak": FP16_SAFE_PEAK, "probes": f"{len(probes)} training references + 4 synthetic extremes",
