@@ -52,7 +52,9 @@ def fit_crops(mode: str, lr: float, steps: int = 150) -> None:
             print(f"step {step:3d}  loss {float(loss):.4f}  scores {scores.detach().numpy().round(3)}", flush=True)
 
 
-def fit_pictures(mode: str, lr: float, init_backbone: str | None, epochs: int = 40) -> None:
+def fit_pictures(
+    mode: str, lr: float, init_backbone: str | None, train_batchnorm: bool = False, epochs: int = 40
+) -> None:
     from bpclip_core.checkpoint import load_checkpoint
     from bpclip_core.data.content import write_skimage_squares
     from bpclip_core.data.readers import read_csv_dataset
@@ -69,6 +71,7 @@ def fit_pictures(mode: str, lr: float, init_backbone: str | None, epochs: int = 
             dataset="csv", dataset_root=str(csv), model="compact", mode=mode, pretrained=False, epochs=epochs,
             batch_size=16, patch_size=128, lr=lr, weight_decay=0.05, t_max=0, seed=0, split_ratios=[0.92, 0.0, 0.08],
             cache_images=True, progress=False, out_dir=str(work / "run"), init_backbone=init_backbone,
+            train_batchnorm=train_batchnorm,
         )  # fmt: skip
         result = train(config)
         figures = evaluate_synthetic(load_checkpoint(result.best_checkpoint), read_csv_dataset(csv))
@@ -85,11 +88,12 @@ def main() -> None:
     parser.add_argument("--mode", choices=("nr", "fr"), default="nr")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--init-backbone", help="pictures: start from this checkpoint's backbone")
+    parser.add_argument("--train-batchnorm", action="store_true", help="pictures: BatchNorm trains (not frozen)")
     args = parser.parse_args()
     if args.check == "crops":
         fit_crops(args.mode, args.lr)
     else:
-        fit_pictures(args.mode, args.lr, args.init_backbone)
+        fit_pictures(args.mode, args.lr, args.init_backbone, args.train_batchnorm)
 
 
 if __name__ == "__main__":

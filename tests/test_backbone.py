@@ -55,3 +55,16 @@ def test_folding_batchnorm_keeps_the_function_and_leaves_the_original(name):
     with torch.inference_mode():
         for a, b in zip(backbone(images), folded(images)):
             assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+
+
+def test_batchnorm_can_train_for_random_initialisation_and_freeze_again():
+    backbone = build_backbone("resnet18").set_batchnorm_training(True).train()
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(m.training for m in norms) and all(p.requires_grad for m in norms for p in m.parameters())
+    before = [m.running_mean.clone() for m in norms]
+    backbone(torch.rand(2, 3, 64, 64) * 3)
+    assert all(not torch.equal(b, m.running_mean) for b, m in zip(before, norms))  # running averages kept
+    backbone.eval()
+    assert all(not m.training for m in norms)  # inference uses the running statistics
+    backbone.set_batchnorm_training(False).train()
+    assert all(not m.training for m in norms) and all(not p.requires_grad for m in norms for p in m.parameters())

@@ -64,6 +64,22 @@ def test_backward_reaches_trainable_parts_not_frozen_ones(mode, tiny_text_embedd
     assert not model.text_embeddings.requires_grad
 
 
+def test_a_training_batchnorm_normalises_an_fr_pair_with_shared_statistics(tiny_text_embeddings):
+    torch.manual_seed(0)
+    model = BPCLIP(preset("tiny", mode="fr"), tiny_text_embeddings)
+    model.backbone.set_batchnorm_training(True)
+    model.train()
+    reference = torch.rand(2, 3, 64, 64)
+    distorted = torch.stack([reference[0], reference[1].flip(-1) * 0.5])  # pair 0 is undistorted
+    tokens = model.tokens(distorted, reference)
+    levels, reference_levels = model._backbone_levels(distorted, reference)
+    # one pass: the undistorted pair's features agree although the two batches' statistics differ
+    assert all(torch.allclose(f[0], r[0], atol=1e-5) for f, r in zip(levels, reference_levels))
+    separate = [model.backbone(distorted)[-1][0], model.backbone(reference)[-1][0]]
+    assert not torch.allclose(*separate, atol=1e-3)  # two passes would not
+    assert all(torch.isfinite(t).all() for t in tokens)
+
+
 def test_text_embeddings_shape_is_checked(tiny_text_embeddings):
     with pytest.raises(ValueError, match="text_embeddings must have shape"):
         BPCLIP(preset("tiny"), tiny_text_embeddings[:10])

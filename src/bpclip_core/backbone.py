@@ -3,7 +3,9 @@
 Levels are the stem output (H/2) and the four residual stages (H/4 .. H/32). Supported:
 torchvision ResNet18/34/50/101 (ImageNet normalisation) and the image tower of CLIP RN50
 (CLIP normalisation, three-conv stem). BatchNorm is frozen, as in the paper: it stays in
-eval mode and its affine parameters get no gradient, whatever ``train()`` says.
+eval mode and its affine parameters get no gradient, whatever ``train()`` says. A backbone
+trained from random initialisation may opt out (``set_batchnorm_training``): its BatchNorm then
+trains as in any ResNet trained from scratch, and inference uses the running statistics.
 """
 
 from __future__ import annotations
@@ -47,15 +49,26 @@ class MultiLevelBackbone(nn.Module):
         self.channels: tuple[int, ...] = (_out_channels(stem), *(_out_channels(s) for s in stages))
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.batchnorm_trains = False
         for module in self.modules():
             if isinstance(module, nn.BatchNorm2d):
                 module.requires_grad_(False)
 
+    def set_batchnorm_training(self, enabled: bool) -> MultiLevelBackbone:
+        """Let BatchNorm train (batch statistics in ``train()``, running averages kept, affine
+        parameters learned) or freeze it again (the default, the paper's)."""
+        self.batchnorm_trains = enabled
+        for module in self.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.requires_grad_(enabled)
+        return self.train(self.training)
+
     def train(self, mode: bool = True) -> MultiLevelBackbone:
         super().train(mode)
-        for module in self.modules():  # frozen BatchNorm: running statistics never update
-            if isinstance(module, nn.BatchNorm2d):
-                module.eval()
+        if not self.batchnorm_trains:
+            for module in self.modules():  # frozen BatchNorm: running statistics never update
+                if isinstance(module, nn.BatchNorm2d):
+                    module.eval()
         return self
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:

@@ -155,9 +155,20 @@ class BPCLIP(nn.Module):
 
     def tokens(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> list[torch.Tensor]:
         """The level tokens G_1..G_5 with the shared positional encoding added."""
+        return self._level_tokens(*self._backbone_levels(distorted, reference))
+
+    def _backbone_levels(
+        self, distorted: torch.Tensor, reference: torch.Tensor | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """F_1..F_5 of the distorted images and of the references (None for NR)."""
+        if reference is None:
+            return self.backbone(distorted), None
+        if self.backbone.training and self.backbone.batchnorm_trains:
+            # a training BatchNorm must normalise both with the same batch statistics: one pass
+            both = self.backbone(torch.cat([distorted, reference]))
+            return [level[: len(distorted)] for level in both], [level[len(distorted) :] for level in both]
         # the same backbone (shared weights) on both; two passes beat one of twice the batch
-        reference_levels = None if reference is None else self.backbone(reference)
-        return self._level_tokens(self.backbone(distorted), reference_levels)
+        return self.backbone(distorted), self.backbone(reference)
 
     def _level_tokens(
         self, levels: list[torch.Tensor], reference_levels: list[torch.Tensor] | None
@@ -198,8 +209,7 @@ class BPCLIP(nn.Module):
                 )
             if check:
                 distorted = check_images(distorted, "images", data_range)
-        levels = self.backbone(distorted)
-        reference_levels = None if reference is None else self.backbone(reference)
+        levels, reference_levels = self._backbone_levels(distorted, reference)
         device_type = distorted.device.type
         if not _float16_autocast(device_type):
             return self._heads(self._level_tokens(levels, reference_levels))

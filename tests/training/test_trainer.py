@@ -304,3 +304,22 @@ def test_precision_auto_is_fp32_on_the_cpu():
     assert TrainConfig().loader_workers(torch.device("cpu")) == 0
     with pytest.raises(ValueError, match="precision must be one of"):
         TrainConfig(precision="fp8")
+
+
+@pytest.mark.parametrize("mode", ["nr", "fr"])
+def test_train_batchnorm_learns_its_affine_and_statistics_and_resumes(small_synthetic_csv, tmp_path, mode):
+    frozen = train(tiny_config(small_synthetic_csv, tmp_path / "frozen", mode=mode))
+    trained = train(tiny_config(small_synthetic_csv, tmp_path / "trained", mode=mode, train_batchnorm=True))
+    for result, learns in ((frozen, False), (trained, True)):
+        weights = _final_weights(result.out_dir)
+        gammas = [v for k, v in weights.items() if k.startswith("backbone.") and k.endswith("bn1.weight")]
+        assert gammas and any(not torch.equal(g, torch.ones_like(g)) for g in gammas) == learns
+    frozen_means = _final_weights(frozen.out_dir)["backbone.stages.0.0.bn1.running_mean"]
+    assert not torch.equal(frozen_means, _final_weights(trained.out_dir)["backbone.stages.0.0.bn1.running_mean"])
+    train(tiny_config(small_synthetic_csv, tmp_path / "split", mode=mode, train_batchnorm=True, epochs=1))
+    train(tiny_config(small_synthetic_csv, tmp_path / "split", mode=mode, train_batchnorm=True), resume=True)
+    a, b = _final_weights(trained.out_dir), _final_weights(tmp_path / "split")
+    assert max(float((a[k].float() - b[k].float()).abs().max()) for k in a) <= 1e-6
+    model = load_checkpoint(trained.best_checkpoint, mode=mode)
+    norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert not any(m.training for m in model.train().backbone.modules() if m in norms)  # loaded: frozen again

@@ -26,7 +26,7 @@ SCHEDULES: tuple[str, ...] = ("restarts", "cosine-epoch")
 # Fields added after runs were written, with the value that reproduces those runs.
 FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch", "eval_num_crops": 5,
-    "precision": "auto", "channels_last": None, "compile": False,
+    "precision": "auto", "channels_last": None, "compile": False, "train_batchnorm": False,
 }  # fmt: skip
 
 # Fields that may change between a run and its resumption without changing its result.
@@ -53,6 +53,10 @@ class TrainConfig:
         init_backbone: copy the backbone (weights and frozen BatchNorm statistics) of this
             checkpoint, of either mode, into the new model (e.g. an NR model starting from a
             trained FR model's backbone); the rest starts as ``init_checkpoint``/preset says.
+        train_batchnorm: let the backbone's BatchNorm train (batch statistics, running averages,
+            learned affine) instead of freezing it as the paper does for its pretrained backbone.
+            For random initialisation: a frozen BatchNorm lets the feature scale drift as the
+            convolutions train (docs/training.md).
         pretrained: without ``init_checkpoint``, use ImageNet backbone and CLIP text weights
             from the local caches (False: random initialisation).
         allow_download: allow downloading missing pretrained weights.
@@ -101,6 +105,7 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)
     init_checkpoint: str | None = None
     init_backbone: str | None = None
+    train_batchnorm: bool = False
     pretrained: bool = True
     allow_download: bool = False
     epochs: int = 200

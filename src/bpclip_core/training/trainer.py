@@ -426,6 +426,8 @@ class Trainer:
             (self.out_dir / "split.json").write_text(json.dumps(split_record))
 
         model = build_model(config, self.mode)
+        if config.train_batchnorm:
+            model.backbone.set_batchnorm_training(True)  # before the optimiser, which then gets its affine parameters
         patch = config.patch_size or model.config.image_size
         device = context.device
         model.to(device).train()
@@ -438,6 +440,7 @@ class Trainer:
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
         if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
+            model.train()  # calibration leaves BatchNorm in eval mode; a training BatchNorm goes back to train
         numerics = StepNumerics.for_device(device, config.precision, config.channels_last)
         if numerics.channels_last:
             model.to(memory_format=torch.channels_last)
