@@ -122,6 +122,7 @@ def test_config_file_flags_and_set_overrides(tmp_path):
     args = parser.parse_args(["--config", str(tmp_path / "c.json"), "--epochs", "3", "--set", "t_max=10"])
     config = config_from_args(args)
     assert (config.epochs, config.batch_size, config.t_max) == (3, 4, 10)
+    assert not config.train_batchnorm and config_from_args(parser.parse_args(["--train-batchnorm"])).train_batchnorm
 
 
 def test_cli_synthesize_train_evaluate(pristine_dir, tmp_path, capsys):

@@ -54,6 +54,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init-checkpoint", help="start from this checkpoint")
     parser.add_argument("--init-backbone", help="copy the backbone of this checkpoint (either mode) into the model")
     parser.add_argument("--random-init", action="store_true", help="random initialisation (no pretrained weights)")
+    parser.add_argument(
+        "--train-batchnorm", action="store_true", help="BatchNorm trains instead of staying frozen (for --random-init)"
+    )
     parser.add_argument("--download", action="store_true", help="allow downloading missing pretrained weights")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -88,6 +91,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
             overrides[name] = value
     if getattr(args, "random_init", False):
         overrides["pretrained"] = False
+    if getattr(args, "train_batchnorm", False):
+        overrides["train_batchnorm"] = True
     if getattr(args, "download", False):
         overrides["allow_download"] = True
     if getattr(args, "cache_images", False):
