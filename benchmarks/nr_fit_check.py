@@ -7,9 +7,10 @@ docs/default-models.md (ours, 2026-11-28).
 * ``pictures``: 12 scikit-image pictures at 160 px, Gaussian blur and JPEG at 5 levels plus
   each pristine picture, the default-model recipe otherwise (128 px crops, batch 16, 40
   epochs, one cosine); 11 pictures train. Prints the figures of synthetic_eval on all 12.
+  ``--train-batchnorm``: BatchNorm trains instead of staying frozen.
 
     .venv/bin/python benchmarks/nr_fit_check.py crops --mode nr --lr 1e-3
-    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 [--init-backbone FR.safetensors]
+    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 [--init-backbone FR.safetensors] [--train-batchnorm]
 """
 
 from __future__ import annotations
