@@ -10,7 +10,8 @@ docs/default-models.md (ours, 2026-11-28).
   ``--train-batchnorm``: BatchNorm trains instead of staying frozen.
 
     .venv/bin/python benchmarks/nr_fit_check.py crops --mode nr --lr 1e-3
-    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 [--init-backbone FR.safetensors] [--train-batchnorm]
+    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 [--init-backbone FR.safetensors]
+    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 --train-batchnorm
 """
 
 from __future__ import annotations
