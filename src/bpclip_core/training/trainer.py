@@ -254,15 +254,16 @@ def calibrate_batchnorm(backbone: nn.Module, batches) -> None:
     initialisation the statistics are measured once on training images, then frozen.
     """
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    modes = [norm.training for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # cumulative average over the calibration batches
         nn.Module.train(norm, True)
     for images in batches:
         backbone(images)
-    for norm in norms:
+    for norm, mode in zip(norms, modes):
         norm.momentum = 0.1
-        norm.eval()
+        norm.train(mode)  # frozen stays frozen; a training BatchNorm keeps training
 
 
 def _atomic_torch_save(payload: dict[str, Any], path: Path) -> None:
@@ -440,7 +441,6 @@ class Trainer:
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
         if fresh_backbone and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
-            model.train()  # calibration leaves BatchNorm in eval mode; a training BatchNorm goes back to train
         numerics = StepNumerics.for_device(device, config.precision, config.channels_last)
         if numerics.channels_last:
             model.to(memory_format=torch.channels_last)
