@@ -1,6 +1,7 @@
 """The toolkit behind the bundled models: content, calibrated labels, explanation targets,
 NR training on an FR dataset, held-out figures and the whole rebuild pipeline (smoke scale)."""
 
+import collections
 import csv
 import itertools
 import json
@@ -13,6 +14,7 @@ from bpclip_core.adjectives import QUALITY_ADJECTIVES
 from bpclip_core.data import read_csv_dataset
 from bpclip_core.data.content import (
     MIN_LUMA_STD,
+    augmented_crops,
     build_content,
     crops,
     dead_leaves,
@@ -23,7 +25,7 @@ from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate,
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
 from bpclip_core.explain import dimension_goodness
 from bpclip_core.training import TrainConfig, train
-from bpclip_core.training.default_models import PEAK_LR, RANKING_LR
+from bpclip_core.training.default_models import PEAK_LR, RANKING_LR, SCALES
 from bpclip_core.training.losses import adjective_loss, adjective_targets
 
 
@@ -68,6 +70,39 @@ def test_content_is_split_by_picture_with_sources_and_licences(tmp_path):
     assert {"skimage", "procedural"} <= set(manifest["sources"])
     assert all(source["licence"] for source in manifest["sources"].values())
     assert json.loads((tmp_path / "content.json").read_text()) == manifest
+
+
+def test_wider_content_adds_augmented_crops_to_small_training_pictures_only(tmp_path):
+    plain = build_content(tmp_path / "plain", size=48, num_procedural=3, max_crops=2, debian=False)
+    wide = build_content(tmp_path / "wide", size=48, num_procedural=3, max_crops=2, debian=False, min_crops=5)
+    assert (plain["min_crops"], wide["min_crops"]) == (0, 5)
+
+    def files(folder):
+        return {p.name: p.read_bytes() for p in folder.glob("*.png")}
+
+    # the held-out references (and so every held-out figure) are the same as without augmentation
+    assert files(tmp_path / "wide" / "heldout") == files(tmp_path / "plain" / "heldout")
+    plain_train, wide_train = files(tmp_path / "plain" / "train"), files(tmp_path / "wide" / "train")
+    assert plain_train.items() <= wide_train.items()  # the plain crops come first, unchanged
+    per_picture = collections.Counter(name.split("__")[0] for name in wide_train)
+    plain_per_picture = collections.Counter(name.split("__")[0] for name in plain_train)
+    procedural = {name for name in per_picture if name.startswith("procedural")}
+    assert procedural and all(per_picture[name] == plain_per_picture[name] for name in procedural)
+    registry = [count for name, count in per_picture.items() if not name.startswith("procedural")]
+    assert max(registry) == 5 and sum(count == 5 for count in registry) > len(registry) / 2
+    assert wide["train_references"] > plain["train_references"] + len(per_picture)
+    # a cached folder of another recipe is rebuilt, not reused
+    again = build_content(tmp_path / "wide", size=48, num_procedural=3, max_crops=2, debian=False, min_crops=0)
+    assert again["train_references"] == plain["train_references"]
+
+
+def test_augmented_crops_are_turned_or_mirrored_windows_never_the_centre_square():
+    image = np.random.default_rng(3).random((120, 90, 3)).astype(np.float32)
+    centre = next(crops(image, 40, 1, np.random.default_rng(0)))
+    extra = list(augmented_crops(image, 40, 6, np.random.default_rng(0)))
+    assert len(extra) == 6 and all(c.shape == (40, 40, 3) and c.flags.c_contiguous for c in extra)
+    assert not any(np.array_equal(c, centre) for c in extra)
+    assert len({c.tobytes() for c in extra}) == 6
 
 
 def test_calibrated_labels_are_monotone_pristine_best_and_comparable(astronaut, tmp_path):
@@ -163,6 +198,12 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     assert card["cycles"][1]["lr"] == PEAK_LR["nr"] / 2 and card["cycles"][2]["ranking_loss_weight"] == 1.0
     assert card["bundled"] and card["trained"] and "synthetic" in card["statement"].lower()
     assert {"skimage", "procedural"} <= set(card["training_data"]["sources"])
+    # NR learns from the wider content (its own folders), FR from the plain one
+    assert card["training_data"]["augmented_crops_up_to"] == SCALES["smoke"].min_crops["nr"] > 0
+    assert (tmp_path / "work" / "content-min3" / "content.json").is_file()
+    fr_card = load_checkpoint(export / "bpclip-fr.safetensors", mode="fr").card.provenance
+    assert fr_card["training_data"]["augmented_crops_up_to"] == 0
+    assert fr_card["training_data"]["train_references"] < card["training_data"]["train_references"]
     assert set(card["heldout_figures"]) >= {"monotonicity", "auc", "srcc", "adjective_balanced_accuracy"}
     assert (card["recipe"]["group_size"], card["recipe"]["ranking_loss_weight"]) == (4, 1.0)  # the ranking cycle
     assert next(iter(model.state_dict().values())).dtype == torch.float32  # fp16 on disk, fp32 when loaded

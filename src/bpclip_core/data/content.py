@@ -301,6 +301,24 @@ def _candidate_crops(image: Array, size: int, count: int, rng: np.random.Generat
         yield _resize(image[top : top + window, left : left + window], size, size)
 
 
+def augmented_crops(image: Array, size: int, count: int, rng: np.random.Generator) -> Iterator[Array]:
+    """Up to ``count`` more textured crops for a small picture: random windows (as :func:`crops`
+    draws them, the centre square left out), each turned by a random multiple of 90 degrees and
+    mirrored half of the time, so that few pixels give the model many distinct views."""
+    yielded = 0
+    candidates = _candidate_crops(image, size, 3 * count + 1, rng)
+    next(candidates)  # the centre square: :func:`crops` gave it already
+    for crop in candidates:
+        crop = np.rot90(crop, int(rng.integers(4)))
+        if rng.random() < 0.5:
+            crop = crop[:, ::-1]
+        if _textured(crop):
+            yield np.ascontiguousarray(crop)
+            yielded += 1
+            if yielded == count:
+                return
+
+
 def _crop_count(image: Array, size: int, max_crops: int) -> int:
     area = image.shape[0] * image.shape[1]
     return int(np.clip(round(area / (size * size * 4)), 1, max_crops))
@@ -346,6 +364,7 @@ def build_content(
     num_procedural: int = 60,
     max_crops: int = 24,
     debian: bool = True,
+    min_crops: int = 0,
 ) -> dict:
     """Write the pristine training and held-out references (see the module docstring).
 
@@ -357,6 +376,9 @@ def build_content(
         num_procedural: number of procedural pictures.
         max_crops: most crops taken of one large picture (about one per 4 x size^2 pixels).
         debian: fetch Debian's artwork (needs apt-get and the Debian archive).
+        min_crops: a training picture of a registry source (not a procedural one) with fewer
+            crops than this gets :func:`augmented_crops` up to it; held-out references are the
+            same as with 0, so figures stay comparable.
     Returns:
         The manifest written to ``content.json``.
     """
@@ -364,7 +386,7 @@ def build_content(
     manifest_path = out / "content.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if manifest.get("size") == size and manifest.get("seed") == seed:
+        if (manifest.get("size"), manifest.get("seed"), manifest.get("min_crops", 0)) == (size, seed, min_crops):
             return manifest
     tree = fetch_debian_artwork(out / "debian") if debian else None
     pictures = collect_pictures(tree, num_procedural, max(2 * size, 384), seed)
@@ -382,11 +404,14 @@ def build_content(
         image = picture.load()
         part = "heldout" if picture.name in heldout else "train"
         crop_rng = np.random.default_rng([seed, 2, int(hashlib.sha1(picture.name.encode()).hexdigest()[:8], 16)])
-        written = 0
-        for index, crop in enumerate(crops(image, size, _crop_count(image, size, max_crops), crop_rng)):
+        cut = list(crops(image, size, _crop_count(image, size, max_crops), crop_rng))
+        if part == "train" and picture.source != "procedural" and len(cut) < min_crops:
+            extra_rng = np.random.default_rng([seed, 3, int(hashlib.sha1(picture.name.encode()).hexdigest()[:8], 16)])
+            cut += augmented_crops(image, size, min_crops - len(cut), extra_rng)
+        for index, crop in enumerate(cut):
             name = f"{picture.name}__{index:02d}.png"
             Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).save(out / part / name)
-            written += 1
+        written = len(cut)
         if written:
             tally = counts.setdefault(picture.source, {"pictures": 0, "references": 0})
             tally["pictures"] += 1
@@ -394,6 +419,7 @@ def build_content(
     manifest = {
         "size": size,
         "seed": seed,
+        "min_crops": min_crops,
         "sources": {name: {**SOURCES[name], **counts[name]} for name in SOURCES if name in counts},
         "heldout_pictures": sorted({f.name.split("__")[0] for f in (out / "heldout").glob("*.png")}),
         "train_references": len(list((out / "train").glob("*.png"))),

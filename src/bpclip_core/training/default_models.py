@@ -62,26 +62,47 @@ class Scale:
     reference_size: int
     patch_size: int
     image_size: int
-    types_per_reference: int
+    types_per_reference: dict[str, int]  # distortion types per training reference
     epochs: dict[str, int]
     num_procedural: int
     max_crops: int
     batch_size: int
     second_cycle: dict[str, int]  # epochs of a warm restart (a second cosine from half the peak lr)
     ranking_cycle: dict[str, int]  # epochs of a last cycle with the within-picture ranking loss
+    min_crops: dict[str, int]  # small registry pictures get augmented crops up to this many (0: none)
+
+    def content_folders(self, mode: str) -> tuple[str, str]:
+        """The work folder's (content, synthetic) subfolders of ``mode``: wider content has its own."""
+        if not self.min_crops[mode]:
+            return "content", "synthetic"
+        suffix = f"min{self.min_crops[mode]}-types{self.types_per_reference[mode]}"
+        return f"content-min{self.min_crops[mode]}", f"synthetic-{suffix}"
 
 
 SCALES: dict[str, Scale] = {
     # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
-    # only: not shipped, see docs/default-models.md)
-    "cpu": Scale(160, 128, 160, 10, {"nr": 6, "fr": 4}, 60, 12, 16, {"nr": 12, "fr": 6}, {"nr": 0, "fr": 0}),
+    # only: not shipped, see docs/default-models.md). NR fitted its 87 pictures and generalised badly,
+    # so it learns from wider content: every small picture cut 12 ways, fewer types per reference
+    # (the same images per epoch and references per type)
+    "cpu": Scale(
+        reference_size=160, patch_size=128, image_size=160, types_per_reference={"nr": 6, "fr": 10},
+        epochs={"nr": 6, "fr": 4}, num_procedural=60, max_crops=12, batch_size=16, second_cycle={"nr": 12, "fr": 6},
+        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 12, "fr": 0},
+    ),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
-        320, 256, 320, len(REALISTIC), {"nr": 30, "fr": 20}, 400, 48, 32, {"nr": 10, "fr": 0}, {"nr": 0, "fr": 0}
+        reference_size=320, patch_size=256, image_size=320,
+        types_per_reference={"nr": len(REALISTIC), "fr": len(REALISTIC)}, epochs={"nr": 30, "fr": 20},
+        num_procedural=400, max_crops=48, batch_size=32, second_cycle={"nr": 10, "fr": 0},
+        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 24, "fr": 0},
     ),
     # seconds, for tests of this pipeline
-    "smoke": Scale(64, 48, 64, 3, {"nr": 1, "fr": 1}, 4, 2, 8, {"nr": 1, "fr": 0}, {"nr": 1, "fr": 0}),
+    "smoke": Scale(
+        reference_size=64, patch_size=48, image_size=64, types_per_reference={"nr": 3, "fr": 3},
+        epochs={"nr": 1, "fr": 1}, num_procedural=4, max_crops=2, batch_size=8, second_cycle={"nr": 1, "fr": 0},
+        ranking_cycle={"nr": 1, "fr": 0}, min_crops={"nr": 3, "fr": 0},
+    ),
 }
 
 
@@ -99,32 +120,38 @@ def _log(message: str) -> None:
     print(f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) -> tuple[Path, Path, dict]:
-    """Steps 1-3: returns (dataset CSV, split file, provenance of the data)."""
+def prepare_dataset(
+    work: Path, scale: Scale, seed: int, debian: bool = True, mode: str = "fr"
+) -> tuple[Path, Path, dict]:
+    """Steps 1-3 for ``mode``: returns (dataset CSV, split file, provenance of the data). The pseudo-MOS
+    table is calibrated once, on the plain content's training references, and shared by both modes."""
     from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
     from ..data.readers import read_csv_dataset
     from ..data.splits import official_split, save_splits
     from ..data.synthetic import synthesize_dataset
     from ..images import find_images
 
-    content_dir = work / "content"
-    _log(f"content: building the references in {content_dir}")
-    manifest = build_content(
-        content_dir, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
-        debian=debian,
-    )  # fmt: skip
+    content_name, synthetic_name = scale.content_folders(mode)
+    manifests = {}
+    for name, min_crops in {"content": 0, content_name: scale.min_crops[mode]}.items():
+        _log(f"content: building the references in {work / name}")
+        manifests[name] = build_content(
+            work / name, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
+            debian=debian, min_crops=min_crops,
+        )  # fmt: skip
+    manifest, content_dir = manifests[content_name], work / content_name
     table_path = work / "pseudo_mos.json"
     if table_path.is_file():
         table = PseudoMOSTable.load(table_path)
     else:
         _log("pseudo-MOS: calibrating on training references")
-        table = calibrate_files(find_images([content_dir / "train"]), REALISTIC, seed=seed)
+        table = calibrate_files(find_images([work / "content" / "train"]), REALISTIC, seed=seed)
         table.save(table_path)
-    data_dir = work / "synthetic"
+    data_dir = work / synthetic_name
     csv_path, split_path = data_dir / "default-models.csv", data_dir / "split.json"
     if not csv_path.is_file():
         parts = {}
-        for part, per_ref in (("train", scale.types_per_reference), ("heldout", None)):
+        for part, per_ref in (("train", scale.types_per_reference[mode]), ("heldout", None)):
             _log(f"synthesize: {part} references")
             parts[part] = synthesize_dataset(
                 content_dir / part, data_dir / part, REALISTIC, seed=seed, labels=table,
@@ -150,6 +177,8 @@ def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) ->
         "heldout_pictures": manifest["heldout_pictures"],
         "train_references": manifest["train_references"],
         "heldout_references": manifest["heldout_references"],
+        "augmented_crops_up_to": scale.min_crops[mode],
+        "types_per_training_reference": scale.types_per_reference[mode],
         "reference_size": scale.reference_size,
         "distortions": list(REALISTIC),
         "pseudo_mos": "1 + 4 / (1 + (D / D50)^1.5), D = (1 - MS-SSIM luma) + CIEDE2000 / 60, "
@@ -262,7 +291,7 @@ def run(
     if ranking_epochs is not None:
         scale = dataclasses.replace(scale, ranking_cycle={**scale.ranking_cycle, "nr": ranking_epochs})
     torch.manual_seed(seed)
-    csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian)
+    csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian, mode)
     run_dir = work / f"run-{mode}"
     config = train_config(mode, csv_path, split_path, run_dir, scale, seed, device)
     _train_once(config, run_dir, f"train {mode.upper()}: {scale.epochs[mode]} epochs")
@@ -318,7 +347,7 @@ def run(
             "command": f"bash scripts/train_default_models.sh --mode {mode}"
             + (f" --scale {scale_name}" if scale_name != "cpu" else ""),
         }
-        probes = probe_references(work / "content", scale.image_size)
+        probes = probe_references(work / scale.content_folders(mode)[0], scale.image_size)
         path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card, probes)
         _log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return figures
