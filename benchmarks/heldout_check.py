@@ -7,6 +7,10 @@ the training pictures (``--part train``), to see whether a model fits what it wa
     .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/best.safetensors --every 5
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train --every 8
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-fr.safetensors --precision fp16
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train \
+        --data synthetic-min12-types6 --every 8    # the NR model's own (wider) training content
+
+The held-out references are the same in every data folder; the training ones are not.
 
 Items without a score (a non-finite one, e.g. float16 overflow) are counted as ``unscored``.
 """
@@ -28,17 +32,28 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("--work", type=Path, default=Path("data/default-models"))
     parser.add_argument("--every", type=int, default=5, help="use every n-th reference")
+    parser.add_argument(
+        "--data", default="synthetic", help="the synthetic data folder in --work (e.g. synthetic-min12-types6)"
+    )
+    parser.add_argument(
+        "--source", choices=("all", "procedural", "registry"), default="all",
+        help="only the procedural pictures, or only those of the package registries (photos, artwork)",
+    )  # fmt: skip
     parser.add_argument("--part", choices=("heldout", "train"), default="heldout", help="which pictures")
     parser.add_argument("--precision", choices=("fp32", "bf16", "fp16"), default="fp32", help="the engine's (autocast)")
     args = parser.parse_args()
-    data = args.work / "synthetic"
+    data = args.work / args.data
     dataset = read_csv_dataset(data / "default-models.csv")
     split = load_splits(data / "split.json", dataset).splits[0]
     pictures = dataset.subset(split.test if args.part == "heldout" else split.train)
-    references = sorted({item.content for item in pictures.items})[:: args.every]
+    references = sorted(
+        content
+        for content in {item.content for item in pictures.items}
+        if args.source == "all" or (Path(content).name.startswith("procedural-") == (args.source == "procedural"))
+    )[:: args.every]
     part = pictures.subset([i for i, item in enumerate(pictures.items) if item.content in references])
     figures = evaluate_synthetic(load_checkpoint(args.checkpoint), part, precision=args.precision)
-    print(f"{len(references)} {args.part} references, {len(part)} items, {args.precision}")
+    print(f"{len(references)} {args.part} references ({args.source}), {len(part)} items, {args.precision}")
     print(json.dumps(figures["overall"]), json.dumps(figures["adjective_accuracy_per_dimension"]))
     for name, row in sorted(figures["per_type"].items()):
         print(f"{name:22s} monotonicity {row['monotonicity']:.3f}  AUC {row['auc']:.3f}")
