@@ -19,6 +19,7 @@ from bpclip_core.data.content import (
     crops,
     dead_leaves,
     fractal_noise,
+    photo_scene,
     write_skimage_squares,
 )
 from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate, distortion_measure, gmsd
@@ -72,10 +73,20 @@ def test_content_is_split_by_picture_with_sources_and_licences(tmp_path):
     assert json.loads((tmp_path / "content.json").read_text()) == manifest
 
 
+def test_photo_scenes_are_deterministic_textured_pictures():
+    scene = photo_scene(96, np.random.default_rng(4))
+    assert np.array_equal(scene, photo_scene(96, np.random.default_rng(4)))
+    assert scene.shape == (96, 96, 3) and scene.dtype == np.float32 and scene.min() >= 0 and scene.max() <= 1
+    assert scene.std() > MIN_LUMA_STD
+    assert not np.array_equal(scene, photo_scene(96, np.random.default_rng(5)))
+
+
 def test_wider_content_adds_augmented_crops_to_small_training_pictures_only(tmp_path):
     plain = build_content(tmp_path / "plain", size=48, num_procedural=3, max_crops=2, debian=False)
-    wide = build_content(tmp_path / "wide", size=48, num_procedural=3, max_crops=2, debian=False, min_crops=5)
-    assert (plain["min_crops"], wide["min_crops"]) == (0, 5)
+    wide = build_content(
+        tmp_path / "wide", size=48, num_procedural=3, max_crops=2, debian=False, min_crops=5, num_scenes=2
+    )
+    assert (plain["min_crops"], wide["min_crops"], plain["scenes"], wide["scenes"]) == (0, 5, 0, 2)
 
     def files(folder):
         return {p.name: p.read_bytes() for p in folder.glob("*.png")}
@@ -86,7 +97,8 @@ def test_wider_content_adds_augmented_crops_to_small_training_pictures_only(tmp_
     assert plain_train.items() <= wide_train.items()  # the plain crops come first, unchanged
     per_picture = collections.Counter(name.split("__")[0] for name in wide_train)
     plain_per_picture = collections.Counter(name.split("__")[0] for name in plain_train)
-    procedural = {name for name in per_picture if name.startswith("procedural")}
+    assert {"procedural-scene-000", "procedural-scene-001"} <= set(per_picture)  # scenes train, never held out
+    procedural = {name for name in per_picture if name.startswith("procedural") and name in plain_per_picture}
     assert procedural and all(per_picture[name] == plain_per_picture[name] for name in procedural)
     registry = [count for name, count in per_picture.items() if not name.startswith("procedural")]
     assert max(registry) == 5 and sum(count == 5 for count in registry) > len(registry) / 2
@@ -200,9 +212,10 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     assert {"skimage", "procedural"} <= set(card["training_data"]["sources"])
     # NR learns from the wider content (its own folders), FR from the plain one
     assert card["training_data"]["augmented_crops_up_to"] == SCALES["smoke"].min_crops["nr"] > 0
-    assert (tmp_path / "work" / "content-min3" / "content.json").is_file()
+    assert (tmp_path / "work" / "content-min3-scenes2" / "content.json").is_file()
     fr_card = load_checkpoint(export / "bpclip-fr.safetensors", mode="fr").card.provenance
     assert fr_card["training_data"]["augmented_crops_up_to"] == 0
+    assert card["training_data"]["photo_like_scenes"] == 2 and fr_card["training_data"]["photo_like_scenes"] == 0
     assert fr_card["training_data"]["train_references"] < card["training_data"]["train_references"]
     assert set(card["heldout_figures"]) >= {"monotonicity", "auc", "srcc", "adjective_balanced_accuracy"}
     assert (card["recipe"]["group_size"], card["recipe"]["ranking_loss_weight"]) == (4, 1.0)  # the ranking cycle

@@ -227,6 +227,59 @@ def fractal_noise(size: int, rng: np.random.Generator) -> Array:
     return np.clip(image, 0, 1).astype(np.float32)
 
 
+def _smooth_field(size: int, rng: np.random.Generator, beta: float) -> Array:
+    """One (size, size) field of 1/f^beta noise, zero mean and unit deviation."""
+    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
+    radius = np.sqrt(fx**2 + fy**2)
+    radius[0, 0] = 1.0
+    spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius ** (beta / 2)
+    spectrum[0, 0] = 0
+    field = np.real(np.fft.ifft2(spectrum))
+    return ((field - field.mean()) / (field.std() + 1e-8)).astype(np.float32)
+
+
+def photo_scene(size: int, rng: np.random.Generator) -> Array:
+    """A picture with a photograph's structure: a smooth shaded background, then three depth layers
+    of textured, shaded ellipses (power-law sizes, back to front), one layer in focus and the
+    others defocused by how far they are from it, as a lens would."""
+    from scipy.ndimage import gaussian_filter
+
+    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    top, bottom = rng.uniform(0.2, 0.9, 3), rng.uniform(0.05, 0.7, 3)
+    image = (top * (1 - rows[..., None]) + bottom * rows[..., None]).astype(np.float32)
+    image += 0.05 * _smooth_field(size, rng, 3.0)[..., None]
+    textures = [_smooth_field(size, rng, rng.uniform(1.2, 2.2)) for _ in range(2)]
+    focus = int(rng.integers(3))
+    for layer in range(3):  # far to near
+        canvas, alpha = np.zeros((size, size, 3), np.float32), np.zeros((size, size), np.float32)
+        for _ in range(int(rng.integers(6, 18))):
+            radius = 0.03 * (1 - rng.random()) ** -0.6 * (1 + layer) / 2  # power law, nearer is larger
+            ry, rx = radius * rng.uniform(0.4, 1.0), radius
+            cy, cx, angle = rng.random(), rng.random(), rng.uniform(0, np.pi)
+            dy, dx = rows - cy, cols - cx
+            u, v = dx * np.cos(angle) + dy * np.sin(angle), -dx * np.sin(angle) + dy * np.cos(angle)
+            inside = (u / rx) ** 2 + (v / ry) ** 2 <= 1
+            shade = 1 + rng.uniform(-0.6, 0.6) * np.clip(v / ry, -1, 1)  # lit from one side
+            texture = 1 + rng.uniform(0, 0.25) * textures[int(rng.integers(2))]
+            fill = rng.random(3) * rng.uniform(0.3, 1.0)
+            canvas[inside] = (fill * (shade * texture)[..., None])[inside]
+            alpha[inside] = 1
+        sigma = 1.5 * abs(layer - focus)
+        if sigma:  # defocus: blur the premultiplied colours and the coverage alike
+            canvas = gaussian_filter(canvas * alpha[..., None], (sigma, sigma, 0))
+            alpha = gaussian_filter(alpha, sigma)
+            canvas = canvas / np.maximum(alpha, 1e-3)[..., None]
+        image = image * (1 - alpha[..., None]) + canvas * alpha[..., None]
+    return np.clip(image, 0, 1).astype(np.float32)
+
+
+def _scene_pictures(count: int, size: int, seed: int) -> list[Picture]:
+    def load(index: int) -> Array:
+        return photo_scene(size, np.random.default_rng([seed, 104729, index]))
+
+    return [Picture(f"procedural-scene-{i:03d}", "procedural", lambda i=i: load(i)) for i in range(count)]
+
+
 def _procedural_pictures(count: int, size: int, seed: int) -> list[Picture]:
     out = []
     for index in range(count):
@@ -247,14 +300,17 @@ def _procedural_pictures(count: int, size: int, seed: int) -> list[Picture]:
     return out
 
 
-def collect_pictures(debian_tree: Path | None, num_procedural: int, procedural_size: int, seed: int) -> list[Picture]:
-    """Every source picture, in a fixed order."""
+def collect_pictures(
+    debian_tree: Path | None, num_procedural: int, procedural_size: int, seed: int, num_scenes: int = 0
+) -> list[Picture]:
+    """Every source picture, in a fixed order (``num_scenes`` :func:`photo_scene` pictures last)."""
     return (
         _skimage_pictures()
         + _sklearn_pictures()
         + _matplotlib_pictures()
         + _debian_pictures(debian_tree)
         + _procedural_pictures(num_procedural, procedural_size, seed)
+        + _scene_pictures(num_scenes, procedural_size, seed)
     )
 
 
@@ -365,6 +421,7 @@ def build_content(
     max_crops: int = 24,
     debian: bool = True,
     min_crops: int = 0,
+    num_scenes: int = 0,
 ) -> dict:
     """Write the pristine training and held-out references (see the module docstring).
 
@@ -379,6 +436,8 @@ def build_content(
         min_crops: a training picture of a registry source (not a procedural one) with fewer
             crops than this gets :func:`augmented_crops` up to it; held-out references are the
             same as with 0, so figures stay comparable.
+        num_scenes: number of :func:`photo_scene` pictures, all training ones (so that the
+            held-out pictures are the same as without them).
     Returns:
         The manifest written to ``content.json``.
     """
@@ -386,12 +445,13 @@ def build_content(
     manifest_path = out / "content.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
-        if (manifest.get("size"), manifest.get("seed"), manifest.get("min_crops", 0)) == (size, seed, min_crops):
+        recipe = (manifest.get("size"), manifest.get("seed"), manifest.get("min_crops", 0), manifest.get("scenes", 0))
+        if recipe == (size, seed, min_crops, num_scenes):
             return manifest
     tree = fetch_debian_artwork(out / "debian") if debian else None
-    pictures = collect_pictures(tree, num_procedural, max(2 * size, 384), seed)
+    pictures = collect_pictures(tree, num_procedural, max(2 * size, 384), seed, num_scenes)
     rng = np.random.default_rng([seed, 1])
-    candidates = [p.name for p in pictures if p.name not in ALWAYS_HELD_OUT]
+    candidates = [p.name for p in pictures if p.name not in ALWAYS_HELD_OUT and "-scene-" not in p.name]
     chosen = rng.permutation(len(candidates))[: round(heldout_fraction * len(candidates))]
     heldout = set(ALWAYS_HELD_OUT) | {candidates[i] for i in chosen}
     for part in ("train", "heldout"):
@@ -420,6 +480,7 @@ def build_content(
         "size": size,
         "seed": seed,
         "min_crops": min_crops,
+        "scenes": num_scenes,
         "sources": {name: {**SOURCES[name], **counts[name]} for name in SOURCES if name in counts},
         "heldout_pictures": sorted({f.name.split("__")[0] for f in (out / "heldout").glob("*.png")}),
         "train_references": len(list((out / "train").glob("*.png"))),

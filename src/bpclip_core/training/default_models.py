@@ -70,13 +70,15 @@ class Scale:
     second_cycle: dict[str, int]  # epochs of a warm restart (a second cosine from half the peak lr)
     ranking_cycle: dict[str, int]  # epochs of a last cycle with the within-picture ranking loss
     min_crops: dict[str, int]  # small registry pictures get augmented crops up to this many (0: none)
+    num_scenes: dict[str, int]  # photograph-like procedural training pictures (content.photo_scene)
 
     def content_folders(self, mode: str) -> tuple[str, str]:
         """The work folder's (content, synthetic) subfolders of ``mode``: wider content has its own."""
-        if not self.min_crops[mode]:
+        parts = [f"min{self.min_crops[mode]}"] * bool(self.min_crops[mode])
+        parts += [f"scenes{self.num_scenes[mode]}"] * bool(self.num_scenes[mode])
+        if not parts:
             return "content", "synthetic"
-        suffix = f"min{self.min_crops[mode]}-types{self.types_per_reference[mode]}"
-        return f"content-min{self.min_crops[mode]}", f"synthetic-{suffix}"
+        return f"content-{'-'.join(parts)}", f"synthetic-{'-'.join(parts)}-types{self.types_per_reference[mode]}"
 
 
 SCALES: dict[str, Scale] = {
@@ -87,20 +89,20 @@ SCALES: dict[str, Scale] = {
     "cpu": Scale(
         reference_size=160, patch_size=128, image_size=160, types_per_reference={"nr": 10, "fr": 10},
         epochs={"nr": 6, "fr": 4}, num_procedural=60, max_crops=12, batch_size=16, second_cycle={"nr": 12, "fr": 6},
-        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0},
+        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
     ),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
         reference_size=320, patch_size=256, image_size=320,
         types_per_reference={"nr": len(REALISTIC), "fr": len(REALISTIC)}, epochs={"nr": 30, "fr": 20},
         num_procedural=400, max_crops=48, batch_size=32, second_cycle={"nr": 10, "fr": 0},
-        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0},
+        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
     ),
     # seconds, for tests of this pipeline (its NR content is the wider kind, to test that path)
     "smoke": Scale(
         reference_size=64, patch_size=48, image_size=64, types_per_reference={"nr": 3, "fr": 3},
         epochs={"nr": 1, "fr": 1}, num_procedural=4, max_crops=2, batch_size=8, second_cycle={"nr": 1, "fr": 0},
-        ranking_cycle={"nr": 1, "fr": 0}, min_crops={"nr": 3, "fr": 0},
+        ranking_cycle={"nr": 1, "fr": 0}, min_crops={"nr": 3, "fr": 0}, num_scenes={"nr": 2, "fr": 0},
     ),
 }
 
@@ -132,11 +134,12 @@ def prepare_dataset(
 
     content_name, synthetic_name = scale.content_folders(mode)
     manifests = {}
-    for name, min_crops in {"content": 0, content_name: scale.min_crops[mode]}.items():
+    wider = {"content": (0, 0), content_name: (scale.min_crops[mode], scale.num_scenes[mode])}
+    for name, (min_crops, num_scenes) in wider.items():
         _log(f"content: building the references in {work / name}")
         manifests[name] = build_content(
             work / name, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
-            debian=debian, min_crops=min_crops,
+            debian=debian, min_crops=min_crops, num_scenes=num_scenes,
         )  # fmt: skip
     manifest, content_dir = manifests[content_name], work / content_name
     table_path = work / "pseudo_mos.json"
@@ -177,6 +180,7 @@ def prepare_dataset(
         "train_references": manifest["train_references"],
         "heldout_references": manifest["heldout_references"],
         "augmented_crops_up_to": scale.min_crops[mode],
+        "photo_like_scenes": scale.num_scenes[mode],
         "types_per_training_reference": scale.types_per_reference[mode],
         "reference_size": scale.reference_size,
         "distortions": list(REALISTIC),
