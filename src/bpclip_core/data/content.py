@@ -210,25 +210,6 @@ def dead_leaves(size: int, rng: np.random.Generator, min_radius: float = 2.0) ->
     return image
 
 
-def fractal_noise(size: int, rng: np.random.Generator) -> Array:
-    """Coloured 1/f^beta noise (beta ~ 2, natural images' spectrum), each channel mixed from one field."""
-    fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
-    radius = np.sqrt(fx**2 + fy**2)
-    radius[0, 0] = 1.0
-    beta = rng.uniform(1.6, 2.4)
-    fields = []
-    for _ in range(2):
-        spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius ** (beta / 2)
-        spectrum[0, 0] = 0
-        field = np.real(np.fft.ifft2(spectrum))
-        fields.append((field - field.mean()) / (field.std() + 1e-8))
-    mix = rng.normal(size=(3, 2))
-    channels = np.einsum("cf,fhw->hwc", mix, np.stack(fields))
-    channels /= channels.std(axis=(0, 1), keepdims=True) + 1e-8
-    image = rng.uniform(0.35, 0.65, 3) + rng.uniform(0.1, 0.22) * channels
-    return np.clip(image, 0, 1).astype(np.float32)
-
-
 def _smooth_field(size: int, rng: np.random.Generator, beta: float) -> Array:
     """One (size, size) field of 1/f^beta noise, zero mean and unit deviation."""
     fy, fx = np.meshgrid(np.fft.fftfreq(size), np.fft.fftfreq(size), indexing="ij")
@@ -237,7 +218,18 @@ def _smooth_field(size: int, rng: np.random.Generator, beta: float) -> Array:
     spectrum = (rng.normal(size=(size, size)) + 1j * rng.normal(size=(size, size))) / radius ** (beta / 2)
     spectrum[0, 0] = 0
     field = np.real(np.fft.ifft2(spectrum))
-    return ((field - field.mean()) / (field.std() + 1e-8)).astype(np.float32)
+    return (field - field.mean()) / (field.std() + 1e-8)
+
+
+def fractal_noise(size: int, rng: np.random.Generator) -> Array:
+    """Coloured 1/f^beta noise (beta ~ 2, natural images' spectrum), each channel mixed from one field."""
+    beta = rng.uniform(1.6, 2.4)
+    fields = np.stack([_smooth_field(size, rng, beta) for _ in range(2)])
+    mix = rng.normal(size=(3, 2))
+    channels = np.einsum("cf,fhw->hwc", mix, fields)
+    channels /= channels.std(axis=(0, 1), keepdims=True) + 1e-8
+    image = rng.uniform(0.35, 0.65, 3) + rng.uniform(0.1, 0.22) * channels
+    return np.clip(image, 0, 1).astype(np.float32)
 
 
 def photo_scene(size: int, rng: np.random.Generator) -> Array:
@@ -465,19 +457,18 @@ def build_content(
     for picture in pictures:
         image = picture.load()
         part = "heldout" if picture.name in heldout else "train"
-        crop_rng = np.random.default_rng([seed, 2, int(hashlib.sha1(picture.name.encode()).hexdigest()[:8], 16)])
+        picture_key = int(hashlib.sha1(picture.name.encode()).hexdigest()[:8], 16)
+        crop_rng = np.random.default_rng([seed, 2, picture_key])
         cut = list(crops(image, size, _crop_count(image, size, max_crops), crop_rng))
         if part == "train" and picture.source != "procedural" and len(cut) < min_crops:
-            extra_rng = np.random.default_rng([seed, 3, int(hashlib.sha1(picture.name.encode()).hexdigest()[:8], 16)])
-            cut += augmented_crops(image, size, min_crops - len(cut), extra_rng)
+            cut += augmented_crops(image, size, min_crops - len(cut), np.random.default_rng([seed, 3, picture_key]))
         for index, crop in enumerate(cut):
             name = f"{picture.name}__{index:02d}.png"
             Image.fromarray((crop * 255 + 0.5).astype(np.uint8)).save(out / part / name)
-        written = len(cut)
-        if written:
+        if cut:
             tally = counts.setdefault(picture.source, {"pictures": 0, "references": 0})
             tally["pictures"] += 1
-            tally["references"] += written
+            tally["references"] += len(cut)
     manifest = {
         "size": size,
         "seed": seed,
