@@ -123,6 +123,9 @@ def test_config_file_flags_and_set_overrides(tmp_path):
     config = config_from_args(args)
     assert (config.epochs, config.batch_size, config.t_max) == (3, 4, 10)
     assert not config.train_batchnorm and config_from_args(parser.parse_args(["--train-batchnorm"])).train_batchnorm
+    flags = ["--init-backbone", "fr.safetensors", "--recalibrate-batchnorm"]
+    recalibrating = config_from_args(parser.parse_args(flags))
+    assert recalibrating.recalibrate_batchnorm and not config.recalibrate_batchnorm
 
 
 def test_cli_synthesize_train_evaluate(pristine_dir, tmp_path, capsys):
@@ -325,3 +328,18 @@ def test_train_batchnorm_learns_its_affine_and_statistics_and_resumes(small_synt
     norms = [m for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     model.train()
     assert not any(m.training for m in norms)  # loaded: frozen again
+
+
+def test_recalibrate_batchnorm_measures_the_donor_backbone_anew(small_synthetic_csv, tmp_path):
+    donor = train(tiny_config(small_synthetic_csv, tmp_path / "donor", mode="fr", epochs=1))
+    key = "backbone.stages.0.0.bn1.running_mean"
+    donor_means = _final_weights(donor.out_dir)[key]
+    donor_path = str(donor.best_checkpoint)
+    kept = train(tiny_config(small_synthetic_csv, tmp_path / "kept", mode="nr", init_backbone=donor_path))
+    assert torch.equal(_final_weights(kept.out_dir)[key], donor_means)  # frozen: the donor's statistics
+    changes = {"mode": "nr", "init_backbone": donor_path, "recalibrate_batchnorm": True}
+    recalibrated = train(tiny_config(small_synthetic_csv, tmp_path / "recalibrated", **changes))
+    means = _final_weights(recalibrated.out_dir)[key]
+    assert torch.isfinite(means).all() and not torch.equal(means, donor_means)
+    with pytest.raises(ValueError, match="recalibrate_batchnorm needs init_backbone"):
+        TrainConfig(recalibrate_batchnorm=True)

@@ -57,6 +57,10 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--train-batchnorm", action="store_true", help="BatchNorm trains instead of staying frozen (for --random-init)"
     )
+    parser.add_argument(
+        "--recalibrate-batchnorm", action="store_true",
+        help="with --init-backbone: measure the donor's BatchNorm statistics anew on the training images",
+    )  # fmt: skip
     parser.add_argument("--download", action="store_true", help="allow downloading missing pretrained weights")
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int)
@@ -93,6 +97,8 @@ def config_from_args(args: argparse.Namespace) -> Any:
         overrides["pretrained"] = False
     if getattr(args, "train_batchnorm", False):
         overrides["train_batchnorm"] = True
+    if getattr(args, "recalibrate_batchnorm", False):
+        overrides["recalibrate_batchnorm"] = True
     if getattr(args, "download", False):
         overrides["allow_download"] = True
     if getattr(args, "cache_images", False):

@@ -27,6 +27,7 @@ SCHEDULES: tuple[str, ...] = ("restarts", "cosine-epoch")
 FIELDS_BEFORE_THEY_EXISTED: dict[str, Any] = {
     "group_size": 1, "ranking_loss_weight": 0.0, "schedule": "cosine-epoch", "eval_num_crops": 5,
     "precision": "auto", "channels_last": None, "compile": False, "train_batchnorm": False,
+    "recalibrate_batchnorm": False,
 }  # fmt: skip
 
 # Fields that may change between a run and its resumption without changing its result.
@@ -57,6 +58,9 @@ class TrainConfig:
             learned affine) instead of freezing it as the paper does for its pretrained backbone.
             For random initialisation: a frozen BatchNorm lets the feature scale drift as the
             convolutions train (docs/training.md).
+        recalibrate_batchnorm: with ``init_backbone``, measure the donor backbone's BatchNorm
+            statistics anew on this run's training images (as for a random backbone), e.g. for
+            a trained backbone whose convolutions outgrew its frozen statistics.
         pretrained: without ``init_checkpoint``, use ImageNet backbone and CLIP text weights
             from the local caches (False: random initialisation).
         allow_download: allow downloading missing pretrained weights.
@@ -106,6 +110,7 @@ class TrainConfig:
     init_checkpoint: str | None = None
     init_backbone: str | None = None
     train_batchnorm: bool = False
+    recalibrate_batchnorm: bool = False
     pretrained: bool = True
     allow_download: bool = False
     epochs: int = 200
@@ -163,6 +168,8 @@ class TrainConfig:
             raise ValueError("num_workers must be at least 0, or unset for the device's default")
         if self.eval_num_crops < 1:
             raise ValueError("eval_num_crops must be at least 1")
+        if self.recalibrate_batchnorm and not self.init_backbone:
+            raise ValueError("recalibrate_batchnorm needs init_backbone (a random backbone is always calibrated)")
         if self.ranking_loss_weight > 0 and self.group_size < 2:
             raise ValueError("ranking_loss_weight needs group_size >= 2 (pairs of the same reference in a batch)")
 

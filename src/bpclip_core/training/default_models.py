@@ -283,7 +283,7 @@ def run(
     ranking_epochs: int | None = None,
 ) -> dict[str, Any]:
     """All steps for one mode; returns the held-out figures (``ranking_epochs``: override the
-    scale's NR ranking cycle)."""
+    scale's ranking cycle of ``mode``)."""
     from ..checkpoint import load_checkpoint
     from ..data.readers import read_csv_dataset
     from ..data.splits import load_splits
@@ -292,7 +292,7 @@ def run(
 
     scale = SCALES[scale_name]
     if ranking_epochs is not None:
-        scale = dataclasses.replace(scale, ranking_cycle={**scale.ranking_cycle, "nr": ranking_epochs})
+        scale = dataclasses.replace(scale, ranking_cycle={**scale.ranking_cycle, mode: ranking_epochs})
     torch.manual_seed(seed)
     csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian, mode)
     run_dir = work / f"run-{mode}"
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-export", action="store_true", help="train and measure only")
     parser.add_argument("--no-debian", action="store_true", help="skip Debian's artwork (no apt-get)")
     parser.add_argument(
-        "--ranking-epochs", type=int, help="NR: epochs of a last cycle with the within-picture ranking loss"
+        "--ranking-epochs", type=int, help="epochs of a last cycle with the within-picture ranking loss (0: none)"
     )
     args = parser.parse_args(argv)
     if args.threads:

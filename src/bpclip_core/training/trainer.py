@@ -439,7 +439,7 @@ class Trainer:
         steps_per_epoch = -(-len(self._epoch_order(groups, 0, context)) // config.batch_size)  # the same every epoch
         scheduler = build_scheduler(optimizer, config, steps_per_epoch)
         fresh_backbone = not (config.init_checkpoint or config.init_backbone or config.pretrained)
-        if fresh_backbone and state is None:
+        if (fresh_backbone or config.recalibrate_batchnorm) and state is None:
             calibrate_batchnorm(model.backbone, self._calibration_batches(train_set, patch, device))
         numerics = StepNumerics.for_device(device, config.precision, config.channels_last)
         if numerics.channels_last:
