@@ -7,10 +7,13 @@ docs/default-models.md (ours, 2026-11-28).
 * ``pictures``: 12 scikit-image pictures at 160 px, Gaussian blur and JPEG at 5 levels plus
   each pristine picture, the default-model recipe otherwise (128 px crops, batch 16, 40
   epochs, one cosine); 11 pictures train. Prints the figures of synthetic_eval on all 12.
-  ``--train-batchnorm``: BatchNorm trains instead of staying frozen.
+  ``--train-batchnorm``: BatchNorm trains instead of staying frozen; ``--recalibrate-batchnorm``:
+  the ``--init-backbone``'s BatchNorm statistics are measured anew on these pictures.
 
     .venv/bin/python benchmarks/nr_fit_check.py crops --mode nr --lr 1e-3
     .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 [--init-backbone FR.safetensors]
+    .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 --init-backbone FR.safetensors \
+        --recalibrate-batchnorm
     .venv/bin/python benchmarks/nr_fit_check.py pictures --mode nr --lr 3e-4 --train-batchnorm
 """
 
@@ -55,7 +58,12 @@ def fit_crops(mode: str, lr: float, steps: int = 150) -> None:
 
 
 def fit_pictures(
-    mode: str, lr: float, init_backbone: str | None, train_batchnorm: bool = False, epochs: int = 40
+    mode: str,
+    lr: float,
+    init_backbone: str | None,
+    train_batchnorm: bool = False,
+    epochs: int = 40,
+    recalibrate_batchnorm: bool = False,
 ) -> None:
     from bpclip_core.checkpoint import load_checkpoint
     from bpclip_core.data.content import write_skimage_squares
@@ -73,7 +81,7 @@ def fit_pictures(
             dataset="csv", dataset_root=str(csv), model="compact", mode=mode, pretrained=False, epochs=epochs,
             batch_size=16, patch_size=128, lr=lr, weight_decay=0.05, t_max=0, seed=0, split_ratios=[0.92, 0.0, 0.08],
             cache_images=True, progress=False, out_dir=str(work / "run"), init_backbone=init_backbone,
-            train_batchnorm=train_batchnorm,
+            train_batchnorm=train_batchnorm, recalibrate_batchnorm=recalibrate_batchnorm,
         )  # fmt: skip
         result = train(config)
         figures = evaluate_synthetic(load_checkpoint(result.best_checkpoint), read_csv_dataset(csv))
@@ -91,11 +99,15 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--init-backbone", help="pictures: start from this checkpoint's backbone")
     parser.add_argument("--train-batchnorm", action="store_true", help="pictures: BatchNorm trains (not frozen)")
+    parser.add_argument(
+        "--recalibrate-batchnorm", action="store_true", help="pictures: measure the --init-backbone's statistics anew"
+    )
     args = parser.parse_args()
     if args.check == "crops":
         fit_crops(args.mode, args.lr)
     else:
-        fit_pictures(args.mode, args.lr, args.init_backbone, args.train_batchnorm)
+        recalibrate = args.recalibrate_batchnorm
+        fit_pictures(args.mode, args.lr, args.init_backbone, args.train_batchnorm, recalibrate_batchnorm=recalibrate)
 
 
 if __name__ == "__main__":
