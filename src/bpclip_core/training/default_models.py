@@ -82,15 +82,16 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # the shipped models, on two cores (2-core CPU): FR about 101 + 57 min (its 6-epoch ranking cycle
-    # raised held-out monotonicity from 0.958 to 0.969, SRCC from 0.919 to 0.923), NR about 94 min
+    # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min (a third, 6-epoch
+    # ranking cycle raised FR's held-out monotonicity from 0.958 to 0.969, but its 57 min would take FR
+    # past the 2 hours a model may take: `--ranking-epochs 6` runs it; see docs/default-models.md)
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
     # only; wider NR content, min_crops 12 with 6 types per reference, moved monotonicity and AUC up
     # a little and SRCC, PLCC and the adjectives down: neither shipped, see docs/default-models.md)
     "cpu": Scale(
         reference_size=160, patch_size=128, image_size=160, types_per_reference={"nr": 10, "fr": 10},
         epochs={"nr": 6, "fr": 4}, num_procedural=60, max_crops=12, batch_size=16, second_cycle={"nr": 12, "fr": 6},
-        ranking_cycle={"nr": 0, "fr": 6}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
+        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
     ),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
