@@ -294,17 +294,14 @@ def _procedural_pictures(count: int, size: int, seed: int) -> list[Picture]:
     return out
 
 
-def collect_pictures(
-    debian_tree: Path | None, num_procedural: int, procedural_size: int, seed: int, num_scenes: int = 0
-) -> list[Picture]:
-    """Every source picture, in a fixed order (``num_scenes`` :func:`photo_scene` pictures last)."""
+def collect_pictures(debian_tree: Path | None, num_procedural: int, procedural_size: int, seed: int) -> list[Picture]:
+    """Every source picture that may be held out, in a fixed order (the scenes come apart)."""
     return (
         _skimage_pictures()
         + _sklearn_pictures()
         + _matplotlib_pictures()
         + _debian_pictures(debian_tree)
         + _procedural_pictures(num_procedural, procedural_size, seed)
-        + _scene_pictures(num_scenes, procedural_size, seed)
     )
 
 
@@ -443,11 +440,12 @@ def build_content(
         if recipe == (size, seed, min_crops, num_scenes):
             return manifest
     tree = fetch_debian_artwork(out / "debian") if debian else None
-    pictures = collect_pictures(tree, num_procedural, max(2 * size, 384), seed, num_scenes)
+    pictures = collect_pictures(tree, num_procedural, max(2 * size, 384), seed)
     rng = np.random.default_rng([seed, 1])
-    candidates = [p.name for p in pictures if p.name not in ALWAYS_HELD_OUT and "-scene-" not in p.name]
+    candidates = [p.name for p in pictures if p.name not in ALWAYS_HELD_OUT]
     chosen = rng.permutation(len(candidates))[: round(heldout_fraction * len(candidates))]
     heldout = set(ALWAYS_HELD_OUT) | {candidates[i] for i in chosen}
+    pictures += _scene_pictures(num_scenes, max(2 * size, 384), seed)  # training pictures only
     for part in ("train", "heldout"):
         shutil.rmtree(out / part, ignore_errors=True)
         (out / part).mkdir(parents=True)

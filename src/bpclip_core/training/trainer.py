@@ -247,11 +247,12 @@ def build_model(config: TrainConfig, mode: str) -> BPCLIP:
 
 @torch.no_grad()
 def calibrate_batchnorm(backbone: nn.Module, batches) -> None:
-    """Set the BatchNorm running statistics of a randomly initialised backbone from images.
+    """Set the BatchNorm running statistics of a backbone from images (cumulative average).
 
     The paper freezes BatchNorm of an ImageNet-pretrained backbone. A random backbone has
     statistics (0, 1) that match nothing, which leaves deep levels saturated; so for random
-    initialisation the statistics are measured once on training images, then frozen.
+    initialisation the statistics are measured once on training images, then frozen. The same
+    measurement re-fits a copied backbone's statistics (``recalibrate_batchnorm``).
     """
     norms = [m for m in backbone.modules() if isinstance(m, nn.BatchNorm2d)]
     modes = [norm.training for norm in norms]
