@@ -84,7 +84,8 @@ class Scale:
 SCALES: dict[str, Scale] = {
     # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min (a third, 6-epoch
     # ranking cycle raised FR's held-out monotonicity from 0.958 to 0.969, but its 57 min would take FR
-    # past the 2 hours a model may take: `--ranking-epochs 6` runs it; see docs/default-models.md)
+    # past the 2 hours a model may take: `--ranking-epochs 6` runs it; see docs/default-models.md;
+    # in place of the plain restart it ranked better, 0.972, and named the defect worse, 0.925 against 0.987)
     # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
     # only; wider NR content, min_crops 12 with 6 types per reference, moved monotonicity and AUC up
     # a little and SRCC, PLCC and the adjectives down: neither shipped, see docs/default-models.md)
@@ -370,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-export", action="store_true", help="train and measure only")
     parser.add_argument("--no-debian", action="store_true", help="skip Debian's artwork (no apt-get)")
     parser.add_argument(
-        "--ranking-epochs", type=int, help="epochs of a last cycle with the within-picture ranking loss (0: none)"
+        "--ranking-epochs",
+        type=int,
+        help="epochs of a last cycle with the within-picture ranking loss, for each mode trained (0: none)",
     )
     args = parser.parse_args(argv)
     if args.threads:
