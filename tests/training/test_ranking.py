@@ -78,6 +78,30 @@ def test_a_run_with_the_ranking_loss_trains(small_synthetic_csv, tmp_path):
     assert result.best_checkpoint.is_file()
 
 
+def test_the_log_holds_each_loss_term_and_they_add_up_to_the_training_loss(small_synthetic_csv, tmp_path):
+    import csv
+
+    from .test_trainer import tiny_config
+
+    out = tmp_path / "terms"
+    weights = {"adjective_loss_weight": 0.3, "ranking_loss_weight": 2.0}
+    train(tiny_config(small_synthetic_csv, out, mode="nr", group_size=4, **weights))
+    with (out / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 2
+    for row in rows:
+        quality, adjective, ranking = (float(row[k]) for k in ("quality_loss", "adjective_loss", "ranking_loss"))
+        assert quality > 0 and adjective > 0 and ranking >= 0
+        weighted = quality + weights["adjective_loss_weight"] * adjective + weights["ranking_loss_weight"] * ranking
+        assert float(row["train_loss"]) == pytest.approx(weighted, rel=1e-5)
+    plain = tmp_path / "plain"  # terms whose weight is 0 are not computed, so not logged
+    train(tiny_config(small_synthetic_csv, plain, mode="nr", epochs=1))
+    with (plain / "log.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["adjective_loss"] == row["ranking_loss"] == ""
+    assert float(row["quality_loss"]) == pytest.approx(float(row["train_loss"]), rel=1e-6)
+
+
 def test_a_run_from_before_the_ranking_fields_resumes(small_synthetic_csv, tmp_path):
     import json
 

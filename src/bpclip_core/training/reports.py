@@ -38,12 +38,20 @@ def scatter_plot(predictions: Sequence[float], mos: Sequence[float], path: Path,
     return path
 
 
+# the trainer's logged loss terms (trainer.LOSS_TERMS), unweighted
+LOSS_TERM_LABELS = {"quality_loss": "MSE (eq. 10)", "adjective_loss": "explanation", "ranking_loss": "ranking"}
+
+
 def curves_plot(history: Sequence[dict[str, Any]], path: Path, title: str) -> Path:
-    """Training loss, validation SRCC/PLCC and learning rate per epoch."""
+    """Training loss and its terms, validation SRCC/PLCC and learning rate per epoch."""
     plt = _pyplot()
     epochs = [row["epoch"] for row in history]
     figure, (loss_axes, metric_axes) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
-    loss_axes.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train MSE (eq. 10)")
+    loss_axes.plot(epochs, [row["train_loss"] for row in history], marker="o", label="train loss (weighted sum)")
+    for key, label in LOSS_TERM_LABELS.items():
+        values = [row.get(key) for row in history]
+        if any(v is not None and v != "" for v in values):  # runs logged before the terms were logged have none
+            loss_axes.plot(epochs, [float("nan") if v in (None, "") else v for v in values], marker=".", label=label)
     loss_axes.set_xlabel("epoch")
     loss_axes.set_ylabel("loss")
     loss_axes.set_yscale("log")
@@ -57,7 +65,8 @@ def curves_plot(history: Sequence[dict[str, Any]], path: Path, title: str) -> Pa
     lr_axes.set_ylabel("learning rate")
     metric_axes.set_xlabel("epoch")
     metric_axes.set_ylabel("validation correlation")
-    metric_axes.legend(loc="lower right")
+    if metric_axes.get_legend_handles_labels()[0]:  # no validation part: nothing to name
+        metric_axes.legend(loc="lower right")
     figure.suptitle(title)
     figure.tight_layout()
     figure.savefig(path)

@@ -52,7 +52,10 @@ RESUME_FORMAT = "bpclip-resume"
 RESUME_VERSION = 1
 BEST_NAME = "best.safetensors"
 RESUME_NAME = "resume.pt"
-LOG_COLUMNS = ("epoch", "train_loss", "lr", "val_srcc", "val_plcc", "seconds")
+# train_loss is the weighted sum that is optimised; the *_loss terms are its parts, unweighted
+# (adjective_loss and ranking_loss only where their weight is above 0)
+LOSS_TERMS = ("quality_loss", "adjective_loss", "ranking_loss")
+LOG_COLUMNS = ("epoch", "train_loss", *LOSS_TERMS, "lr", "val_srcc", "val_plcc", "seconds")
 
 
 class TrainingError(BPCLIPError, ValueError):
@@ -147,13 +150,15 @@ def train_step(
     adjectives: tuple[Adjective, ...] = (),
     ranking_weight: float = 0.0,
     numerics: StepNumerics | None = None,
+    terms: dict[str, float] | None = None,
 ) -> tuple[float, int]:
     """One optimiser step on a batch from :class:`QualityImages`; returns (loss, batch size).
 
     ``model`` returns (score, level probabilities) (:class:`TensorOutputs`); with
     ``adjective_weight`` > 0 the auxiliary explanation loss is added, with ``ranking_weight``
     > 0 the within-picture ranking loss (see losses.py). ``numerics``: mixed precision and
-    layout (default fp32, as laid out); the losses are computed in fp32 either way.
+    layout (default fp32, as laid out); the losses are computed in fp32 either way. ``terms``,
+    when given, receives each loss term of the step unweighted (``LOSS_TERMS``).
     """
     numerics = numerics or StepNumerics()
     reference = numerics.inputs(batch["reference"], device) if "reference" in batch else None
@@ -161,12 +166,15 @@ def train_step(
         predicted, level_probabilities = model(numerics.inputs(batch["distorted"], device), reference)
     predicted, level_probabilities = predicted.float(), level_probabilities.float()
     target = batch["target"].to(device)
-    loss = quality_loss(predicted, target)
+    parts = {"quality_loss": quality_loss(predicted, target)}  # eq. 10
+    loss = parts["quality_loss"]
     if adjective_weight > 0:
         targets, mask = adjective_targets(batch["distortion"], batch["target"], adjectives)
-        loss = loss + adjective_weight * adjective_loss(level_probabilities, targets.to(device), mask.to(device))
+        parts["adjective_loss"] = adjective_loss(level_probabilities, targets.to(device), mask.to(device))
+        loss = loss + adjective_weight * parts["adjective_loss"]
     if ranking_weight > 0:
-        loss = loss + ranking_weight * ranking_loss(predicted, target, torch.as_tensor(batch["group"]).to(device))
+        parts["ranking_loss"] = ranking_loss(predicted, target, torch.as_tensor(batch["group"]).to(device))
+        loss = loss + ranking_weight * parts["ranking_loss"]
     optimizer.zero_grad(set_to_none=True)
     finite = torch.isfinite(loss.detach()).to(torch.int32)
     if torch.distributed.is_available() and torch.distributed.is_initialized():  # every rank stops, or none
@@ -180,6 +188,8 @@ def train_step(
         numerics.scaler.scale(loss).backward()
         numerics.scaler.step(optimizer)
         numerics.scaler.update()
+    if terms is not None:
+        terms.update({name: float(value.detach()) for name, value in parts.items()})
     return float(loss.detach()), len(predicted)
 
 
@@ -503,29 +513,35 @@ class Trainer:
             )
             current_lr = optimizer.param_groups[0]["lr"]
             total, count = 0.0, 0
+            term_totals: dict[str, float] = {}
             batches = loader
             if config.progress and context.is_main:
                 from tqdm.auto import tqdm
 
                 batches = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False, file=sys.stderr)
             for step, batch in enumerate(batches, 1):
+                step_terms: dict[str, float] = {}
                 try:
                     loss, size = train_step(
                         wrapped, optimizer, batch, device, config.adjective_loss_weight, model.card.adjectives,
-                        config.ranking_loss_weight, numerics,
+                        config.ranking_loss_weight, numerics, step_terms,
                     )  # fmt: skip
                 except NonFiniteLossError as exc:
                     where = f"{exc} at epoch {epoch + 1}, step {step}"
                     raise TrainingError(self._non_finite_message(where, epoch)) from None
                 total += loss * size
                 count += size
+                for name, value in step_terms.items():
+                    term_totals[name] = term_totals.get(name, 0.0) + value * size
                 if config.schedule == "restarts":
                     scheduler.step()
             if config.schedule == "cosine-epoch":
                 scheduler.step()
             train_loss = mean_across_ranks(total / max(count, 1), context)
 
-            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss, "lr": current_lr}
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_loss": train_loss}
+            row.update({name: mean_across_ranks(value / max(count, 1), context) for name, value in term_totals.items()})
+            row["lr"] = current_lr
             broken = non_finite_tensors(model.state_dict())  # a finite loss can still leave Inf/NaN weights
             if broken:
                 what = f"{len(broken)} weight tensors ({broken[0]}, ...) hold NaN or Inf after epoch {epoch + 1}"
