@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 import torch
 
@@ -79,8 +81,6 @@ def test_a_run_with_the_ranking_loss_trains(small_synthetic_csv, tmp_path):
 
 
 def test_the_log_holds_each_loss_term_and_they_add_up_to_the_training_loss(small_synthetic_csv, tmp_path):
-    import csv
-
     from .test_trainer import tiny_config
 
     out = tmp_path / "terms"

@@ -82,13 +82,8 @@ class Scale:
 
 
 SCALES: dict[str, Scale] = {
-    # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min (a third, 6-epoch
-    # ranking cycle raised FR's held-out monotonicity from 0.958 to 0.969, but its 57 min would take FR
-    # past the 2 hours a model may take: `--ranking-epochs 6` runs it; see docs/default-models.md;
-    # in place of the plain restart it ranked better, 0.972, and named the defect worse, 0.925 against 0.987)
-    # (a 12-epoch ranking cycle moved held-out monotonicity of an earlier NR model from 0.55 to 0.59
-    # only; wider NR content, min_crops 12 with 6 types per reference, moved monotonicity and AUC up
-    # a little and SRCC, PLCC and the adjectives down: neither shipped, see docs/default-models.md)
+    # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min; the recipes tried
+    # and not shipped (ranking cycles, wider content, scenes), with their figures: docs/default-models.md
     "cpu": Scale(
         reference_size=160, patch_size=128, image_size=160, types_per_reference={"nr": 10, "fr": 10},
         epochs={"nr": 6, "fr": 4}, num_procedural=60, max_crops=12, batch_size=16, second_cycle={"nr": 12, "fr": 6},

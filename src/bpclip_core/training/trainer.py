@@ -188,9 +188,11 @@ def train_step(
         numerics.scaler.scale(loss).backward()
         numerics.scaler.step(optimizer)
         numerics.scaler.update()
+    # one device-to-host copy per step for the loss and its terms (not one sync each)
+    total, *term_values = torch.stack([loss.detach(), *(value.detach() for value in parts.values())]).tolist()
     if terms is not None:
-        terms.update({name: float(value.detach()) for name, value in parts.items()})
-    return float(loss.detach()), len(predicted)
+        terms.update(zip(parts, term_values))
+    return total, len(predicted)
 
 
 class TensorOutputs(nn.Module):
