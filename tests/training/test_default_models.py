@@ -232,6 +232,12 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     assert main([*args, "--mode", "fr"]) == 0
     # a cached run of another recipe is refused, never silently reused
     saved = tmp_path / "work" / "run-nr" / "train_config.json"
-    saved.write_text(json.dumps({**json.loads(saved.read_text()), "lr": 0.123}))
+    original = saved.read_text()
+    saved.write_text(json.dumps({**json.loads(original), "lr": 0.123}))
     with pytest.raises(SystemExit, match=r"another recipe \(lr differ"):
         main([*args, "--mode", "nr"])
+    saved.write_text(original)
+    # so is a finished cycle of another length (the epochs shape its cosine): a 2-epoch restart is asked,
+    # the cached restart ran 1
+    with pytest.raises(SystemExit, match=r"run-nr-cycle2 holds a run of another recipe \(epochs differ"):
+        main([*args, "--mode", "nr", "--restart-epochs", "2"])

@@ -258,7 +258,10 @@ def _train_once(config, run_dir: Path, message: str) -> None:
 
     saved = run_dir / "train_config.json"
     if saved.is_file():
-        changed = config.differences(json.loads(saved.read_text()), ignore=_EVALUATION_ONLY)
+        stored = json.loads(saved.read_text())
+        changed = list(config.differences(stored, ignore=_EVALUATION_ONLY))
+        if stored.get("epochs") != config.epochs:  # resume-neutral for the trainer, but they shape each cosine
+            changed.append("epochs")
         if changed:
             raise SystemExit(
                 f"{run_dir} holds a run of another recipe ({', '.join(changed)} differ): "
@@ -279,9 +282,10 @@ def run(
     export_dir: Path | None,
     debian: bool = True,
     ranking_epochs: int | None = None,
+    restart_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """All steps for one mode; returns the held-out figures (``ranking_epochs``: override the
-    scale's ranking cycle of ``mode``)."""
+    """All steps for one mode; returns the held-out figures (``ranking_epochs``, ``restart_epochs``:
+    override the scale's ranking cycle or warm restart of ``mode``)."""
     from ..checkpoint import load_checkpoint
     from ..data.readers import read_csv_dataset
     from ..data.splits import load_splits
@@ -291,6 +295,8 @@ def run(
     scale = SCALES[scale_name]
     if ranking_epochs is not None:
         scale = dataclasses.replace(scale, ranking_cycle={**scale.ranking_cycle, mode: ranking_epochs})
+    if restart_epochs is not None:
+        scale = dataclasses.replace(scale, second_cycle={**scale.second_cycle, mode: restart_epochs})
     torch.manual_seed(seed)
     csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian, mode)
     run_dir = work / f"run-{mode}"
@@ -370,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         type=int,
         help="epochs of a last cycle with the within-picture ranking loss, for each mode trained (0: none)",
     )
+    parser.add_argument(
+        "--restart-epochs",
+        type=int,
+        help="epochs of the warm restart at half the peak rate, for each mode trained (0: none)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -384,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             None if args.no_export else args.export_dir,
             not args.no_debian,
             args.ranking_epochs,
+            args.restart_epochs,
         )
     return 0
 
