@@ -26,7 +26,7 @@ from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate,
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
 from bpclip_core.explain import dimension_goodness
 from bpclip_core.training import TrainConfig, train
-from bpclip_core.training.default_models import PEAK_LR, RANKING_LR, SCALES
+from bpclip_core.training.default_models import PEAK_LR, RANKING_LR, SCALES, rebuild_command
 from bpclip_core.training.losses import adjective_loss, adjective_targets
 
 
@@ -192,6 +192,13 @@ def test_nr_model_trains_on_an_fr_dataset_with_the_explanation_loss(small_synthe
 
 
 @pytest.mark.slow
+def test_the_card_names_the_command_that_rebuilds_the_model_overrides_included():
+    assert rebuild_command("fr", "cpu") == "bash scripts/train_default_models.sh --mode fr"
+    assert rebuild_command("nr", "big", ranking_epochs=0, restart_epochs=3) == (
+        "bash scripts/train_default_models.sh --mode nr --scale big --restart-epochs 3 --ranking-epochs 0"
+    )
+
+
 def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     from bpclip_core.checkpoint import load_checkpoint
     from bpclip_core.training.default_models import main

@@ -273,6 +273,16 @@ def _train_once(config, run_dir: Path, message: str) -> None:
     train(config, resume=(run_dir / RESUME_NAME).is_file())
 
 
+def rebuild_command(
+    mode: str, scale_name: str, ranking_epochs: int | None = None, restart_epochs: int | None = None
+) -> str:
+    """The command line that rebuilds this model, cycle overrides included (the card's ``command``)."""
+    command = f"bash scripts/train_default_models.sh --mode {mode}"
+    command += f" --scale {scale_name}" if scale_name != "cpu" else ""
+    command += f" --restart-epochs {restart_epochs}" if restart_epochs is not None else ""
+    return command + (f" --ranking-epochs {ranking_epochs}" if ranking_epochs is not None else "")
+
+
 def run(
     mode: str,
     work: Path,
@@ -351,8 +361,7 @@ def run(
             "commit": _git_commit(),
             "heldout_figures": figures["overall"],
             "adjective_accuracy_per_dimension": figures["adjective_accuracy_per_dimension"],
-            "command": f"bash scripts/train_default_models.sh --mode {mode}"
-            + (f" --scale {scale_name}" if scale_name != "cpu" else ""),
+            "command": rebuild_command(mode, scale_name, ranking_epochs, restart_epochs),
         }
         probes = probe_references(work / scale.content_folders(mode)[0], scale.image_size)
         path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card, probes)
