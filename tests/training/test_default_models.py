@@ -191,7 +191,6 @@ def test_nr_model_trains_on_an_fr_dataset_with_the_explanation_loss(small_synthe
     assert ((score >= 0) & (score <= 1)).all()  # bounded by construction
 
 
-@pytest.mark.slow
 def test_the_card_names_the_command_that_rebuilds_the_model_overrides_included():
     assert rebuild_command("fr", "cpu") == "bash scripts/train_default_models.sh --mode fr"
     assert rebuild_command("nr", "big", ranking_epochs=0, restart_epochs=3) == (
@@ -199,6 +198,7 @@ def test_the_card_names_the_command_that_rebuilds_the_model_overrides_included()
     )
 
 
+@pytest.mark.slow
 def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     from bpclip_core.checkpoint import load_checkpoint
     from bpclip_core.training.default_models import main
