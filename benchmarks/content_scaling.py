@@ -11,6 +11,7 @@ figures are printed overall, for the 29 registry references and for the 11 proce
 
     .venv/bin/python benchmarks/content_scaling.py --threads 2 --fractions 0.25 0.5 1   # ~95 min on 2 cores
     .venv/bin/python benchmarks/content_scaling.py --plan      # the subsets, item counts and epochs only
+    .venv/bin/python benchmarks/content_scaling.py --plot docs/images/nr-content-scaling.png   # after the runs
 
 Resumable: a run whose folder holds a finished report is reused (delete its folder to redo it).
 The run with fraction 1 is the recipe's first NR cycle itself (same items, same order).
@@ -64,6 +65,29 @@ def held_out_figures(model, dataset, test: list[int]) -> dict[str, dict]:
     return figures
 
 
+def plot_curve(rows: list[tuple[float, int, dict]], path: Path) -> None:
+    """Held-out monotonicity and AUC against the number of registry pictures (log scale), by source."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    counts = [count for _, count, _ in rows]
+    figure, axes = plt.subplots(1, 2, figsize=(9, 3.6), sharex=True)
+    for axis, key, title in zip(axes, ("monotonicity", "auc"), ("monotonicity", "AUC pristine vs level >= 3")):
+        for source, style in (("all", "o-"), ("registry", "s-"), ("procedural", "^--")):
+            axis.plot(counts, [result["figures"][source][key] for _, _, result in rows], style, label=source)
+        axis.axhline(0.95, color="grey", linestyle=":", label="goal 0.95")
+        axis.set(xscale="log", title=f"held-out NR {title}", xlabel="registry pictures trained on")
+        axis.set_xticks(counts, [str(c) for c in counts])
+        axis.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("data/default-models"))
@@ -74,6 +98,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the training seed and the picture choice's")
     parser.add_argument("--threads", type=int, help="torch CPU threads (the recipe's figures: 2)")
     parser.add_argument("--plan", action="store_true", help="print the subsets and epochs, train nothing")
+    parser.add_argument("--plot", type=Path, help="also draw the curve to this PNG file")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -118,6 +143,9 @@ def main() -> None:
                      for s in ("all", "registry", "procedural")]  # fmt: skip
             head = f"| {count} ({fraction:g}) | {result['train_items']} | {result['epochs']} | "
             print(head + " | ".join(cells) + " |")
+    if rows and args.plot:
+        plot_curve(rows, args.plot)
+        print(f"plot: {args.plot}")
 
 
 if __name__ == "__main__":
