@@ -13,7 +13,9 @@ figures are printed overall, for the 29 registry references and for the 11 proce
     .venv/bin/python benchmarks/content_scaling.py --plan      # the subsets, item counts and epochs only
     .venv/bin/python benchmarks/content_scaling.py --plot docs/images/nr-content-scaling.png   # after the runs
 
-Resumable: a run whose folder holds a finished report is reused (delete its folder to redo it).
+It reads the rebuild command's synthetic data (``data/default-models/synthetic``, made by
+``bash scripts/train_default_models.sh``). Resumable: a run whose folder holds a finished report
+is reused (delete its folder to redo it).
 The run with fraction 1 is the recipe's first NR cycle itself (same items, same order).
 """
 
@@ -65,7 +67,7 @@ def held_out_figures(model, dataset, test: list[int]) -> dict[str, dict]:
     return figures
 
 
-def plot_curve(rows: list[tuple[float, int, dict]], path: Path) -> None:
+def plot_curve(rows: list[tuple[float, int, dict]], path: Path, mode: str = "nr") -> None:
     """Held-out monotonicity, AUC and adjective accuracy against the registry pictures trained on (log scale)."""
     import matplotlib
 
@@ -81,7 +83,7 @@ def plot_curve(rows: list[tuple[float, int, dict]], path: Path) -> None:
         for source, style in (("all", "o-"), ("registry", "s-"), ("procedural", "^--")):
             axis.plot(counts, [result["figures"][source][key] for _, _, result in rows], style, label=source)
         axis.axhline(goal, color="grey", linestyle=":", label=f"goal {goal}")
-        axis.set(xscale="log", title=f"held-out NR {title}", xlabel="registry pictures trained on")
+        axis.set(xscale="log", title=f"held-out {mode.upper()} {title}", xlabel="registry pictures trained on")
         axis.set_xticks(counts, [str(c) for c in counts])
         axis.xaxis.set_minor_formatter(NullFormatter())
         axis.grid(alpha=0.3)
@@ -148,7 +150,7 @@ def main() -> None:
             head = f"| {count} ({fraction:g}) | {result['train_items']} | {result['epochs']} | "
             print(head + " | ".join(cells) + " |")
     if rows and args.plot:
-        plot_curve(rows, args.plot)
+        plot_curve(rows, args.plot, args.mode)
         print(f"plot: {args.plot}")
 
 
