@@ -55,15 +55,20 @@ def subset_split(dataset, split: Split, fraction: float, seed: int) -> tuple[Spl
 
 
 def held_out_figures(model, dataset, test: list[int]) -> dict[str, dict]:
-    """synthetic_eval's overall figures on all held-out references, the registry ones and the procedural ones."""
-    from bpclip_core.training.synthetic_eval import evaluate_synthetic
+    """synthetic_eval's overall figures on all held-out references, the registry ones and the procedural ones
+    (the held-out items scored once)."""
+    from bpclip_core.training.synthetic_eval import score_dataset, synthetic_figures
 
+    held_out = dataset.subset(test)
+    scores, goodness = score_dataset(model, held_out)
     figures = {}
     for source in ("all", "registry", "procedural"):
-        chosen = [i for i in test if source == "all" or is_procedural(picture_of(dataset.items[i].content)) == (
-            source == "procedural")]  # fmt: skip
-        result = evaluate_synthetic(model, dataset.subset(chosen))
-        figures[source] = {**result["overall"], "references": len({dataset.items[i].content for i in chosen})}
+        chosen = [k for k, item in enumerate(held_out.items) if source == "all" or (
+            is_procedural(picture_of(item.content)) == (source == "procedural"))]  # fmt: skip
+        result = synthetic_figures(
+            held_out.subset(chosen), scores[chosen], {name: values[chosen] for name, values in goodness.items()}
+        )
+        figures[source] = {**result["overall"], "references": len({held_out.items[k].content for k in chosen})}
     return figures
 
 

@@ -94,7 +94,12 @@ def evaluate_synthetic(
 ) -> dict[str, Any]:
     """The figures of the module docstring: ``overall``, ``per_type`` and the adjective accuracy
     (``precision``: the engine's, e.g. ``fp16`` to check a model under float16 autocast)."""
-    scores, goodness = score_dataset(model, dataset, batch_size, device, precision)
+    return synthetic_figures(dataset, *score_dataset(model, dataset, batch_size, device, precision))
+
+
+def synthetic_figures(dataset: QualityDataset, scores: np.ndarray, goodness: dict[str, np.ndarray]) -> dict[str, Any]:
+    """:func:`evaluate_synthetic`'s figures from scores already made by :func:`score_dataset` (item order),
+    e.g. to figure several parts of one scored dataset without scoring it again."""
     named = [d for d in goodness if d != "overall quality"]
     pristine: dict[str, float] = {}
     rows = []
