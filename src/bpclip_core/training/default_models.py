@@ -222,9 +222,11 @@ def new_model(mode: str, scale: Scale, seed: int) -> BPCLIP:
     return BPCLIP(config, anchors, card, backbone)
 
 
-def dead_levels(model: BPCLIP, probes: list[torch.Tensor], references: list[torch.Tensor] | None) -> list[int]:
+def dead_levels(
+    model: BPCLIP, probes: list[torch.Tensor], references: list[torch.Tensor] | None, tolerance: float = 1e-3
+) -> list[int]:
     """Levels (1-based) whose pooled map can change without changing any score: scaling one
-    level's gated-pooling output by 1.5 must move the scores of ``probes`` by more than 1e-3,
+    level's gated-pooling output by 1.5 must move the scores of ``probes`` by more than ``tolerance``,
     else that level is dead weight (as F_5 was in the first bundled NR model)."""
     images = torch.stack(probes)
     refs = torch.stack(references) if references is not None else None
@@ -238,7 +240,7 @@ def dead_levels(model: BPCLIP, probes: list[torch.Tensor], references: list[torc
                 moved = float((model(images, refs).score - base).abs().max())
             finally:
                 handle.remove()
-            if moved <= 1e-3:
+            if moved <= tolerance:
                 dead.append(level)
     return dead
 

@@ -215,7 +215,8 @@ def validation_figures(scores: np.ndarray, items: Sequence[Item], levels: Sequen
     for (group, _), points in series.items():
         points = [(0, pristine[group]), *points] if group in pristine else points
         levels_, values = zip(*points)
-        rhos.append(-stats.spearmanr(levels_, values)[0] if np.ptp(values) > 0 else 0.0)
+        if len(set(levels_)) > 1:
+            rhos.append(-stats.spearmanr(levels_, values)[0] if np.ptp(values) > 0 else 0.0)
     srcc = stats.spearmanr(scores, [item.target for item in items])[0]
     return {"srcc": float(srcc), "monotonicity": float(np.mean(rhos)) if rhos else float("nan")}
 
@@ -237,8 +238,12 @@ def train_heads(
     run_dir: Path,
     recipe: HeadRecipe,
     validation: tuple[Sequence[Item], Sequence[int]] | None = None,
+    stop_after_epochs: int | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model``'s heads in place on the cached levels; resumes from ``run_dir/state.pt``.
+
+    ``stop_after_epochs`` ends this call after that many epochs of the recipe (e.g. a time-bounded
+    job); calling again with the same recipe continues it.
 
     Returns the per-epoch log (also written to ``run_dir/log.json``): losses and, with
     ``validation`` (items and their distortion levels), validation SRCC and monotonicity. The
@@ -273,7 +278,8 @@ def train_heads(
         history, start_epoch = json.loads(state["history"]), int(state["epoch"])
         _log(f"resumed {run_dir} after epoch {start_epoch}")
     adjectives = model.card.adjectives
-    for epoch in range(start_epoch, recipe.epochs):
+    last_epoch = recipe.epochs if stop_after_epochs is None else min(recipe.epochs, stop_after_epochs)
+    for epoch in range(start_epoch, last_epoch):
         model.train()
         totals = defaultdict(float)
         batches = epoch_batches(train_items, recipe, epoch)
