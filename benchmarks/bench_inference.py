@@ -9,11 +9,15 @@ Rows (same size, batch and random inputs for every row):
 - pyiqa's TOPIQ (CFANet, ResNet50, random weights), NR and FR, when pyiqa is installed, as
   pyiqa runs it and in channels_last; the ratio uses the faster of the two;
 - the whole path from JPEG files on disk (decode in DataLoader workers + model) against the
-  same images as in-memory tensors.
+  same images as in-memory tensors;
+- the shipped models (``bpclip-nr``, ``bpclip-fr``, their real weights) at their own test-time
+  size against their own backbone alone (BatchNorm folded; one pass, two for FR: the heads'
+  share of the time) and against TOPIQ at ``--size`` (``--shipped-only``: just these rows).
 A separate process scores one 6000x4000 JPEG and reports its peak resident memory.
 
     .venv/bin/python benchmarks/bench_inference.py                    # CPU, 384x384, batch 8
     .venv/bin/python benchmarks/bench_inference.py --device cuda --precision bf16
+    .venv/bin/python benchmarks/bench_inference.py --shipped-only     # the bundled models' rows
 
 Random weights throughout: speed does not depend on them. Ratios are the numbers to quote;
 absolute times on shared machines are noise.
@@ -126,6 +130,41 @@ def huge_photo_peak_rss(size: int) -> float:
         return result["rss"] / 1e9
 
 
+def shipped_rows(measure, device: torch.device, batch: int, size: int, channels_last: bool) -> None:
+    """The bundled models at their test-time size against their own backbone and TOPIQ at ``size``."""
+    from bpclip_core.checkpoint import load_checkpoint, resolve_checkpoint
+
+    speeds: dict[str, float] = {}
+    for mode in ("nr", "fr"):
+        model = load_checkpoint(resolve_checkpoint(mode=mode))
+        side = model.config.image_size
+        x, y = torch.rand(batch, 3, side, side), torch.rand(batch, 3, side, side)
+        layout = (lambda t: t.contiguous(memory_format=torch.channels_last)) if channels_last else (lambda t: t)
+        xl, yl = layout(x.to(device)), layout(y.to(device))
+        own = fold_frozen_batchnorm(model.backbone).to(device)
+        own = own.to(memory_format=torch.channels_last) if channels_last else own
+        passes = (lambda o=own, a=xl, b=yl: (o(a), o(b))) if mode == "fr" else (lambda o=own, a=xl: o(a))
+        name = f"bpclip-{mode} ({model.config.backbone}, {side}x{side})"
+        speeds[f"{mode}-backbone"] = measure(f"{name}: its backbone alone{' x2' if mode == 'fr' else ''}", passes)
+        engine = QualityEngine(model, device=device, batch_size=batch)
+        ref = y if mode == "fr" else None
+        speeds[mode] = measure(f"{name}: the whole model", lambda e=engine, a=x, r=ref: e.predict(a, r))
+        net = topiq(mode, device)
+        if net is not None:
+            xt, yt = torch.rand(batch, 3, size, size, device=device), torch.rand(batch, 3, size, size, device=device)
+            call = (lambda n=net, a=xt, b=yt: n(a, b)) if mode == "fr" else (lambda n=net, a=xt: n(a))
+            speeds[f"topiq-{mode}"] = measure(f"pyiqa TOPIQ-{mode.upper()} ({size}x{size})", call)
+    print("\n| shipped-model ratio | value | goal |\n|---|---:|---:|")
+    for mode in ("nr", "fr"):
+        heads = 1 - speeds[mode] / speeds[f"{mode}-backbone"]
+        goal = "<= 0.20" if mode == "nr" else ""
+        print(f"| bpclip-{mode}: heads' share of the time (1 - model / backbone alone) | {heads:.3f} | {goal} |")
+        if f"topiq-{mode}" in speeds:
+            goal = ">= 3" if mode == "nr" else ""
+            value = speeds[mode] / speeds[f"topiq-{mode}"]
+            print(f"| bpclip-{mode} / TOPIQ-{mode.upper()}, images (pairs)/s | {value:.2f} | {goal} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=384)
@@ -135,6 +174,7 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--files", type=int, default=24, help="JPEG files for the disk-path rows")
     parser.add_argument("--skip-compile", action="store_true", help="leave out the torch.compile rows")
+    parser.add_argument("--shipped-only", action="store_true", help="only the bundled models' rows")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -157,6 +197,17 @@ def main() -> None:
         print(f"  {name:<44}{speed:8.2f}/s  peak {peak / 1e9:5.2f} GB", file=sys.stderr, flush=True)
         return speed
 
+    header = (
+        f"{platform.machine()}, {psutil.cpu_count()} cores, {torch.get_num_threads()} threads, "
+        f"torch {torch.__version__}, device {device}"
+        f"{f' ({torch.cuda.get_device_name()})' if sync else ''}, {args.precision}, batch {args.batch}"
+    )
+    if args.shipped_only:
+        shipped_rows(measure, device, args.batch, args.size, channels_last)
+        print(f"\n{header}\n\n| model | images (pairs)/s | peak memory (GB) |\n|---|---:|---:|")
+        for name, speed, peak in rows:
+            print(f"| {name} | {speed:.2f} | {peak:.2f} |")
+        return
     layout = "channels_last" if channels_last else "contiguous"
     resnet = torchvision.models.resnet50(weights=None).eval().to(device)
     if channels_last:
@@ -212,13 +263,8 @@ def main() -> None:
         )
 
     huge = huge_photo_peak_rss(args.size) if device.type == "cpu" else float("nan")
-
-    card = f" ({torch.cuda.get_device_name()})" if sync else ""
-    print(
-        f"{platform.machine()}, {psutil.cpu_count()} cores, {torch.get_num_threads()} threads, "
-        f"torch {torch.__version__}, device {device}{card}, {args.precision}, "
-        f"{args.size}x{args.size}, batch {args.batch}\n"
-    )
+    shipped_rows(measure, device, args.batch, args.size, channels_last)
+    print(f"{header}, {args.size}x{args.size}\n")
     print("| model | images (pairs)/s | peak memory (GB) |\n|---|---:|---:|")
     for name, speed, peak in rows:
         print(f"| {name} | {speed:.2f} | {peak:.2f} |")

@@ -4,7 +4,7 @@ The same figures as the rebuild pipeline (bpclip_core/training/synthetic_eval.py
 ``--every``-th reference of the held-out pictures (default), to follow a training run, or of
 the training pictures (``--part train``), to see whether a model fits what it was trained on:
 
-    .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/best.safetensors --every 5
+    .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/model.safetensors --every 5
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train --every 8
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-fr.safetensors --precision fp16
     .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train \
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("data/default-models"))
     parser.add_argument("--every", type=int, default=5, help="use every n-th reference")
     parser.add_argument(
-        "--data", default="synthetic", help="the synthetic data folder in --work (e.g. synthetic-min12-types6)"
+        "--data", default="synthetic", help="the synthetic data folder in --work (default: the rebuild's)"
     )
     parser.add_argument(
         "--source", choices=("all", "procedural", "registry"), default="all",

@@ -25,7 +25,7 @@ from bpclip_core.engine import QualityEngine
 from bpclip_core.explain import explain
 
 EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
-SIZE = 160
+SIZE = 224  # the bundled models' image size
 
 
 def _picture(name: str) -> np.ndarray:
@@ -132,3 +132,18 @@ def test_the_bundled_models_score_under_float16_autocast(pictures, mode):
         half = _output(model, distorted, originals).score
     assert torch.isfinite(half).all()
     assert torch.allclose(half, full, atol=0.01)
+
+
+@pytest.mark.parametrize("mode", ["nr", "fr"])
+def test_every_level_of_the_bundled_models_changes_their_scores(pictures, mode):
+    """A saturated gate (the first bundled NR model's F_5) cannot ship again: scaling any one
+    level's pooled map moves the scores of real pictures."""
+    from bpclip_core.training.default_models import dead_levels
+
+    model = load_checkpoint(mode=mode)
+    originals = [torch.from_numpy(pictures[name]).permute(2, 0, 1).contiguous() for name in EXAMPLES]
+    if mode == "nr":
+        assert dead_levels(model, originals, None) == []
+    else:
+        blurred = [torch.from_numpy(distort(pictures[name], "gaussian_blur", 3)).permute(2, 0, 1) for name in EXAMPLES]
+        assert dead_levels(model, blurred, originals) == []

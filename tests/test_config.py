@@ -41,7 +41,7 @@ def test_activations_follow_the_figures_and_old_configs_keep_theirs():
     from bpclip_core import BPCLIP
 
     assert preset("paper").activations == "figures" and preset("tiny").activations == "figures"
-    assert preset("compact").activations == "gelu-mlp"  # the bundled models' shape
+    assert preset("lite").activations == "figures" and preset("lite").backbone == "efficientnet_lite2"
     stored = preset("tiny").to_dict()
     del stored["activations"]  # a config written before the field existed
     assert BPCLIPConfig.from_dict(stored).activations == "gelu-mlp"

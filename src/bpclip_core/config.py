@@ -155,27 +155,11 @@ PRESETS: dict[str, BPCLIPConfig] = {
         image_size=224,
         clip_text=False,
     ),
-    # the shape of the first bundled models (ResNet18 from scratch), kept while they ship
-    "compact": BPCLIPConfig(
-        backbone="resnet18",
-        token_dim=64,
-        num_heads=4,
-        fusion_hidden_dim=128,
-        clip_hidden_dim=128,
-        regressor_hidden_dim=64,
-        clip_dim=64,
-        text_model=f"{TINY_CLIP_MODEL}/random",
-        position_grid=(5, 5),
-        similarity_temperature=0.1,
-        image_size=160,
-        clip_text=False,
-        activations="gelu-mlp",  # the bundled models were trained before the figures' activations
-    ),
 }
 
 
 def preset(name: str, mode: Mode = "nr", **overrides: Any) -> BPCLIPConfig:
-    """A named preset (``paper``, ``tiny``, ``lite`` or ``compact``) for the given mode, with optional overrides."""
+    """A named preset (``paper``, ``tiny`` or ``lite``) for the given mode, with optional overrides."""
     if name not in PRESETS:
         raise ValueError(f"unknown config preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name].replace(mode=mode, **overrides)

@@ -167,9 +167,9 @@ def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) ->
     return csv_path, split_path, provenance
 
 
-def heldout_indices(dataset, test: list[int]) -> list[int]:
-    """The items of the first :data:`HELDOUT_PER_PICTURE` references of each held-out picture."""
-    return [i for i in test if int(dataset.items[i].reference.stem.rsplit("__", 1)[-1]) < HELDOUT_PER_PICTURE]
+def heldout_indices(dataset, test: list[int], per_picture: int = HELDOUT_PER_PICTURE) -> list[int]:
+    """The items of the first ``per_picture`` references of each held-out picture."""
+    return [i for i in test if int(dataset.items[i].reference.stem.rsplit("__", 1)[-1]) < per_picture]
 
 
 def picture_of(path: Path) -> str:

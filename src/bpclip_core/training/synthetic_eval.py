@@ -99,7 +99,8 @@ def evaluate_synthetic(
 
 def synthetic_figures(dataset: QualityDataset, scores: np.ndarray, goodness: dict[str, np.ndarray]) -> dict[str, Any]:
     """:func:`evaluate_synthetic`'s figures from scores already made by :func:`score_dataset` (item order),
-    e.g. to figure several parts of one scored dataset without scoring it again."""
+    e.g. to figure several parts of one scored dataset without scoring it again; a metric that
+    explains nothing (e.g. PSNR) passes ``goodness={}`` and gets no adjective figures."""
     named = [d for d in goodness if d != "overall quality"]
     pristine: dict[str, float] = {}
     rows = []
@@ -107,7 +108,7 @@ def synthetic_figures(dataset: QualityDataset, scores: np.ndarray, goodness: dic
         if item.distortion == PRISTINE:
             pristine[item.content] = float(scores[index])
             continue
-        lowest = min(named, key=lambda d: goodness[d][index])
+        lowest = min(named, key=lambda d: goodness[d][index]) if named else None
         rows.append(
             {
                 "content": item.content,
