@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--per-picture", type=int, default=HELDOUT_PER_PICTURE, help="held-out references per held-out picture"
     )
+    parser.add_argument("--modes", nargs="+", choices=("nr", "fr"), default=["nr", "fr"])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write every figure here")
     args = parser.parse_args(argv)
@@ -80,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
     test = dataset.subset(heldout_indices(dataset, split.test, args.per_picture), "heldout")
     pictures = len({item.content.split("__")[0] for item in test.items})
     print(f"held-out: {len(test)} items of {pictures} pictures ({csv_path})", file=sys.stderr)
-    rows: dict[str, dict[str, dict]] = {"nr": {}, "fr": {}}
+    rows: dict[str, dict[str, dict]] = {mode: {} for mode in args.modes}
     for mode, ours, old, peers in (("nr", args.nr, args.old_nr, NR_PEERS), ("fr", args.fr, args.old_fr, FR_PEERS)):
+        if mode not in rows:
+            continue
         for label, path in ((f"bpclip-{mode} (bundled)", ours), (f"bpclip-{mode} (first, from scratch)", old)):
             if path is None:
                 continue

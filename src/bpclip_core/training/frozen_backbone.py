@@ -33,6 +33,7 @@ from ..model import BPCLIP
 from .losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
 
 STATE_NAME = "state.pt"
+BEST_NAME = "best.pt"  # the weights of the best validation epoch
 
 
 def _log(message: str) -> None:
@@ -246,8 +247,9 @@ def train_heads(
     job); calling again with the same recipe continues it.
 
     Returns the per-epoch log (also written to ``run_dir/log.json``): losses and, with
-    ``validation`` (items and their distortion levels), validation SRCC and monotonicity. The
-    model ends with the weights of the last epoch.
+    ``validation`` (items and their distortion levels), validation SRCC and monotonicity; the
+    model then ends with the weights of the best validation epoch (:func:`kept_epoch`), else
+    with those of the last epoch.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -323,13 +325,33 @@ def train_heads(
             )
         history.append(row)
         _log(f"[{run_dir.name}] {json.dumps(row)}")
+        if validation is not None and validation_score(row) > max(map(validation_score, history[:-1]), default=-2):
+            _save(model.state_dict(), run_dir / BEST_NAME)  # before state.pt: a resumed run never loses it
         payload = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "history": json.dumps(history), "epoch": epoch + 1, "recipe": recipe.to_dict(),
         }  # fmt: skip
-        partial = state_path.with_name(f".{STATE_NAME}.partial")
-        torch.save(payload, partial)
-        os.replace(partial, state_path)
+        _save(payload, state_path)
         (run_dir / "log.json").write_text(json.dumps(history, indent=1))
+    if validation is not None and (run_dir / BEST_NAME).is_file() and last_epoch == recipe.epochs:
+        model.load_state_dict(torch.load(run_dir / BEST_NAME, map_location="cpu", weights_only=True))
     model.eval()
     return history
+
+
+def validation_score(row: dict[str, float]) -> float:
+    """How an epoch is ranked for keeping: the mean of its validation SRCC and monotonicity."""
+    return (row["val_srcc"] + row["val_monotonicity"]) / 2
+
+
+def kept_epoch(history: Sequence[dict[str, float]]) -> int | None:
+    """The epoch whose weights :func:`train_heads` keeps (None without validation)."""
+    if not history or "val_srcc" not in history[0]:
+        return None
+    return int(max(history, key=validation_score)["epoch"])  # the first of equals, as train_heads keeps it
+
+
+def _save(payload: dict[str, Any], path: Path) -> None:
+    partial = path.with_name(f".{path.name}.partial")
+    torch.save(payload, partial)
+    os.replace(partial, path)
