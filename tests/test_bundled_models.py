@@ -5,9 +5,9 @@ content (bpclip_core/data/content.py), so these are pictures the models never sa
 assert rankings, not exact numbers: a distorted version scores below its original, a
 stronger level below a milder one, and the dimension a distortion harms is the lowest.
 
-What the NR model does not do is not asserted, and is stated in docs/default-models.md: its
-*score* does not fall with blur, JPEG, WebP or pixelation (held-out monotonicity 0.2-0.4 for
-the blurs, at or below 0 for the codecs and pixelation), although its explanations name sharpness for them.
+What the NR model does less well is not asserted, and is stated in docs/default-models.md: on
+the other held-out pictures (artwork, procedural ones) its score falls less reliably with blur,
+codecs and pixelation than with noise, exposure and contrast damage.
 """
 
 import csv
@@ -47,17 +47,17 @@ def pictures() -> dict[str, np.ndarray]:
     return {name: _picture(name) for name in EXAMPLES}
 
 
-# what each bundled model ranks (held-out AUC of at least 0.89 for these types, benchmarks/RESULTS.md)
+# what each bundled model ranks and explains on these photographs (benchmarks/RESULTS.md has every type)
 RANKED = {
     "fr": ("gaussian_blur", "jpeg", "gaussian_noise", "darken", "pixelate"),
-    "nr": ("gaussian_noise", "speckle_noise", "darken", "haze"),
+    "nr": ("gaussian_blur", "jpeg", "gaussian_noise", "haze", "pixelate"),
 }
 EXPLAINED = {
     "fr": ("gaussian_blur", "gaussian_noise", "darken", "contrast_decrease", "desaturate"),
-    "nr": ("gaussian_blur", "gaussian_noise", "darken", "contrast_decrease"),
+    "nr": ("gaussian_blur", "gaussian_noise", "brighten", "contrast_decrease"),
 }
 DIMENSION = {
-    "gaussian_blur": "sharpness", "gaussian_noise": "noisiness", "darken": "brightness",
+    "gaussian_blur": "sharpness", "gaussian_noise": "noisiness", "darken": "brightness", "brighten": "brightness",
     "contrast_decrease": "contrast", "desaturate": "colorfulness",
 }  # fmt: skip
 
