@@ -307,7 +307,8 @@ def run(
     dataset = read_csv_dataset(csv_path)
     split = load_splits(split_path, dataset).splits[0]
     train_part = [i for i in split.train if not is_validation_picture(picture_of(dataset.items[i].reference), seed)]
-    validation_part = [i for i in split.train if i not in set(train_part)]
+    training = set(train_part)
+    validation_part = [i for i in split.train if i not in training]
     model = new_model(mode, scale, seed)
     names = sorted(
         {

@@ -31,6 +31,7 @@ from torch import nn
 
 from ..model import BPCLIP
 from .losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
+from .trainer import _atomic_torch_save
 
 STATE_NAME = "state.pt"
 BEST_NAME = "best.pt"  # the weights of the best validation epoch
@@ -59,16 +60,11 @@ class FeatureCache:
         return len(self.manifest["images"])
 
     def batch(self, indices: Sequence[int]) -> list[torch.Tensor]:
-        """The five levels of ``indices`` as float32 channels_last tensors (read in sorted order)."""
-        order = np.argsort(indices)
-        sorted_indices = np.asarray(indices)[order]
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        out = []
-        for level in self.levels:
-            block = torch.from_numpy(np.ascontiguousarray(level[sorted_indices][inverse])).float()
-            out.append(block.contiguous(memory_format=torch.channels_last))
-        return out
+        """The five levels of ``indices`` as float32 channels_last tensors."""
+        rows = np.asarray(indices)
+        return [
+            torch.from_numpy(level[rows]).float().contiguous(memory_format=torch.channels_last) for level in self.levels
+        ]
 
     @classmethod
     def build(
@@ -326,12 +322,12 @@ def train_heads(
         history.append(row)
         _log(f"[{run_dir.name}] {json.dumps(row)}")
         if validation is not None and validation_score(row) > max(map(validation_score, history[:-1]), default=-2):
-            _save(model.state_dict(), run_dir / BEST_NAME)  # before state.pt: a resumed run never loses it
+            _atomic_torch_save(model.state_dict(), run_dir / BEST_NAME)  # before state.pt: a resumed run never loses it
         payload = {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "history": json.dumps(history), "epoch": epoch + 1, "recipe": recipe.to_dict(),
         }  # fmt: skip
-        _save(payload, state_path)
+        _atomic_torch_save(payload, state_path)
         (run_dir / "log.json").write_text(json.dumps(history, indent=1))
     if validation is not None and (run_dir / BEST_NAME).is_file() and last_epoch == recipe.epochs:
         model.load_state_dict(torch.load(run_dir / BEST_NAME, map_location="cpu", weights_only=True))
@@ -349,9 +345,3 @@ def kept_epoch(history: Sequence[dict[str, float]]) -> int | None:
     if not history or "val_srcc" not in history[0]:
         return None
     return int(max(history, key=validation_score)["epoch"])  # the first of equals, as train_heads keeps it
-
-
-def _save(payload: dict[str, Any], path: Path) -> None:
-    partial = path.with_name(f".{path.name}.partial")
-    torch.save(payload, partial)
-    os.replace(partial, path)
