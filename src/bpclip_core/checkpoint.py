@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import hashlib
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from .text import initial_anchors
 FORMAT = "bpclip-checkpoint"
 FORMAT_VERSION = 1
 METADATA_KEY = "bpclip"
+DIGEST_KEY = "tensor_digest"  # in the metadata: sha256 of the tensors, checked on load
 CHECKPOINT_ENV = "BPCLIP_CHECKPOINT"
 HOME_ENV = "BPCLIP_HOME"
 SUFFIX = ".safetensors"
@@ -142,24 +144,58 @@ def save_checkpoint(model: BPCLIP, path: str | Path) -> Path:
         ValueError: the model holds NaN or Inf weights (nothing is written: such a file could
             never be loaded, and must never replace a good one).
     """
-    from safetensors.torch import save_file
-
     path = Path(path).expanduser()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     broken = non_finite_tensors(tensors)
     if broken:
         shown = ", ".join(broken[:3]) + (f" and {len(broken) - 3} more" if len(broken) > 3 else "")
         raise ValueError(f"not writing {path}: {len(broken)} of {len(tensors)} tensors hold NaN or Inf ({shown})")
+    return write_checkpoint_file(tensors, checkpoint_metadata(model), path)
+
+
+def write_checkpoint_file(
+    tensors: dict[str, torch.Tensor], metadata: dict[str, Any], path: Path, file_mode: int | None = None
+) -> Path:
+    """Write tensors and BPCLIP metadata to ``path`` atomically, the tensors' digest added to the
+    metadata (:func:`tensor_digest`, checked on load); ``file_mode`` defaults to :func:`new_file_mode`."""
+    from safetensors.torch import save_file
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    metadata = {METADATA_KEY: json.dumps(checkpoint_metadata(model))}
+    header = {METADATA_KEY: json.dumps({**metadata, DIGEST_KEY: tensor_digest(tensors)})}
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
-        save_file(tensors, str(partial), metadata=metadata)
-        os.chmod(partial, new_file_mode())
+        save_file(tensors, str(partial), metadata=header)
+        os.chmod(partial, new_file_mode() if file_mode is None else file_mode)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
     return path
+
+
+def tensor_digest(tensors: dict[str, torch.Tensor]) -> str:
+    """``sha256:<hex>`` of the tensors' names, dtypes, shapes and bytes, in name order: a
+    checkpoint's integrity check (one flipped bit in a weight changes it)."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}\0{tensor.dtype}\0{tuple(tensor.shape)}\0".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def check_digest(path: Path, metadata: dict[str, Any], tensors: dict[str, torch.Tensor]) -> None:
+    """Raise :class:`CheckpointError` if the tensors do not match the digest in ``metadata``.
+
+    Checkpoints written before digests existed (no key) are accepted as they are.
+    """
+    stored = metadata.get(DIGEST_KEY)
+    if stored is None:
+        return
+    if stored != tensor_digest(tensors):
+        raise CheckpointError(
+            f"{path}: the tensors do not match the integrity digest in the checkpoint's metadata: the file "
+            "was corrupted or modified after it was written; restore it from its source"
+        )
 
 
 def non_finite_tensors(tensors: dict[str, torch.Tensor]) -> list[str]:
@@ -188,6 +224,10 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
         metadata = json.loads(header[METADATA_KEY])
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: the BPCLIP metadata is not valid JSON: {exc}") from exc
+    except RecursionError as exc:  # e.g. 100,000 nested brackets: refused, never an internal error
+        raise CheckpointError(f"{path}: the BPCLIP metadata is nested too deeply to be a checkpoint's") from exc
+    if not isinstance(metadata, dict):
+        raise CheckpointError(f"{path}: the BPCLIP metadata is not a JSON object")
     if metadata.get("format") != FORMAT or metadata.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
             f"{path}: unsupported checkpoint format {metadata.get('format')!r} "
@@ -291,6 +331,7 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: cannot read the tensors (corrupt or truncated?): {exc}") from exc
     for name in non_finite_tensors(tensors)[:1]:
         raise CheckpointError(f"{path}: tensor {name!r} holds NaN or Inf values; the checkpoint is broken")
+    check_digest(path, metadata, tensors)
     model = BPCLIP(config, tensors["text_embeddings"], card)
     try:
         model.load_state_dict(tensors, strict=True)

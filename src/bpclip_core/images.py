@@ -12,6 +12,7 @@ import contextlib
 import io
 import os
 import stat
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,12 @@ from .errors import InputError
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".avif"}
+    | {".heic", ".heif"}  # read through pillow-heif (the ``heif`` extra); without it, each is reported
 )
+# The long side of an image may be at most this many times its short side: with the short side
+# resized to the protocol's size, the network's input is then bounded on both sides (a 32 x
+# 4,000,000 px strip would reach it at full length). Checked from the header, before decoding.
+MAX_ASPECT_RATIO = 32
 MAX_PIXELS_ENV = "BPCLIP_MAX_PIXELS"
 # 150 MP: a 12000x12000 scan still decodes; PIL's own decompression-bomb error starts at 179 MP.
 DEFAULT_MAX_PIXELS = 150_000_000
@@ -166,7 +172,7 @@ def load_pixels_or_jpeg(
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
         with open_regular_file(path) as handle:
             data = handle.read()
-        with Image.open(io.BytesIO(data)) as opened:
+        with _open_image(io.BytesIO(data)) as opened:
             width, height = opened.size
             _check_pixel_limit(path, width, height, max_pixels)
             plain = opened.mode == "L" or (opened.mode == "RGB" and opened.info.get("adobe_transform", 1) != 0)
@@ -184,12 +190,69 @@ def pixels_to_float(pixels: torch.Tensor) -> torch.Tensor:
 
 
 def _check_pixel_limit(path: Path, width: int, height: int, max_pixels: int | None) -> None:
+    """The checks made from the header, before decoding: the pixel limit and :data:`MAX_ASPECT_RATIO`."""
     limit = default_max_pixels() if max_pixels is None else max_pixels
     if width * height > limit:
         raise ImageReadError(
             f"{path}: image is {width}x{height} = {width * height} px, over the pixel limit of "
             f"{limit} px (raise it with --max-pixels or {MAX_PIXELS_ENV}, or shrink the file)"
         )
+    problem = aspect_problem(width, height)
+    if problem is not None:
+        raise ImageReadError(f"{path}: {problem}")
+
+
+def aspect_problem(width: int, height: int) -> str | None:
+    """Why an image of this size cannot be scored for its shape (over :data:`MAX_ASPECT_RATIO`), else None."""
+    short, long = min(width, height), max(width, height)
+    if long <= MAX_ASPECT_RATIO * max(short, 1):
+        return None
+    return (
+        f"image is {width}x{height} px: its long side is {long / max(short, 1):.0f} times its short side, "
+        f"over the limit of {MAX_ASPECT_RATIO} (the model's input is bounded on both sides); crop it into parts"
+    )
+
+
+_PIL_LIMIT_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _open_image(source) -> Iterator:
+    """``PIL.Image.open`` with PIL's own pixel limit off while the header is read: ours
+    (:func:`_check_pixel_limit`, which ``--max-pixels`` may raise above PIL's 179 MP) is checked
+    from the header right after. HEIF files open through pillow-heif when it is installed."""
+    from PIL import Image
+
+    _register_heif()
+    with _PIL_LIMIT_LOCK:  # PIL's limit is a module global: other threads see it off for one header read
+        saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            opened = Image.open(source)
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+    with opened:
+        yield opened
+
+
+HEIF_SUFFIXES = frozenset({".heic", ".heif"})
+HEIF_ADVICE = "HEIF images need the pillow-heif package: pip install 'bpclip[heif]'"
+
+
+def _register_heif() -> bool:
+    """Let PIL open HEIF files if pillow-heif is installed (once); whether it is."""
+    global _heif_registered
+    if _heif_registered is None:
+        try:
+            import pillow_heif
+        except ImportError:
+            _heif_registered = False
+        else:
+            pillow_heif.register_heif_opener()
+            _heif_registered = True
+    return _heif_registered
+
+
+_heif_registered: bool | None = None
 
 
 def _decode(handle, path: Path, min_short_side: int | None, max_pixels: int | None) -> torch.Tensor:
@@ -198,7 +261,7 @@ def _decode(handle, path: Path, min_short_side: int | None, max_pixels: int | No
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
-        with Image.open(handle) as opened:
+        with _open_image(handle) as opened:
             _check_pixel_limit(path, *opened.size, max_pixels)
             orientation = _orientation(opened)
             if min_short_side is not None and opened.format == "JPEG":
@@ -206,7 +269,7 @@ def _decode(handle, path: Path, min_short_side: int | None, max_pixels: int | No
                 if scale >= 2:
                     opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
             opened.load()
-            integer_peak = 65535.0 if opened.mode.startswith("I;16") else None
+            integer_peak = integer_white(opened) if opened.mode.startswith("I") else None
             image = _apply_orientation(_reduce_big(opened, min_short_side), orientation)
             return _pil_to_pixels(image, integer_peak)
 
@@ -223,6 +286,8 @@ def _decoding(path: Path) -> Iterator[None]:
     except InputError as exc:  # values that do not map to [0, 1]
         raise ImageReadError(f"{path}: {exc}") from exc
     except UnidentifiedImageError as exc:
+        if path.suffix.lower() in HEIF_SUFFIXES and not _register_heif():
+            raise ImageReadError(f"{path}: {HEIF_ADVICE}") from exc
         raise ImageReadError(f"{path}: not an image file PIL can decode") from exc
     except Image.DecompressionBombError as exc:  # PIL's own limit, checked from the header too
         raise ImageReadError(f"{path}: image is over the pixel limit of PIL ({exc})") from exc
@@ -285,7 +350,34 @@ def pil_to_tensor(image) -> torch.Tensor:
     8-bit modes are divided by 255, 16-bit ones by 65535; float images (mode ``F``) must
     already lie in [0, 1]. Raises :class:`InputError` for values it cannot map to [0, 1].
     """
-    return pixels_to_float(_pil_to_pixels(image, 65535.0 if image.mode.startswith("I;16") else None))
+    return pixels_to_float(_pil_to_pixels(image, integer_white(image) if image.mode.startswith("I") else None))
+
+
+_TIFF_BITS_PER_SAMPLE, _TIFF_MAX_SAMPLE_VALUE = 258, 281
+
+
+def integer_white(image) -> float:
+    """The value of white of a 16- or 32-bit integer PIL image (modes ``I;16*`` and ``I``), from
+    what its format declares, never from its pixels: 65535 for 16-bit modes and for PNG and
+    PPM/PGM (whose 16-bit data PIL holds as ``I``); for TIFF, its MaxSampleValue tag, else
+    65535 if it declares 16 bits per sample.
+
+    Raises:
+        InputError: a 32-bit integer image that declares no white level.
+    """
+    if image.mode.startswith("I;16") or image.format in ("PNG", "PPM"):
+        return 65535.0
+    tags = getattr(image, "tag_v2", None) or {}
+    declared = tags.get(_TIFF_MAX_SAMPLE_VALUE)
+    if declared:
+        return float(max(declared) if isinstance(declared, tuple) else declared)
+    bits = tags.get(_TIFF_BITS_PER_SAMPLE)
+    if bits and max(bits if isinstance(bits, tuple) else (bits,)) <= 16:
+        return 65535.0
+    raise InputError(
+        "32-bit integer image with no declared white level (TIFF MaxSampleValue tag): its scale would be a "
+        "guess; save it as 8- or 16-bit, or as float in [0, 1]"
+    )
 
 
 def _pil_to_pixels(image, integer_peak: float | None = None) -> torch.Tensor:
@@ -301,12 +393,15 @@ def _pil_to_pixels(image, integer_peak: float | None = None) -> torch.Tensor:
             )
         return torch.from_numpy(np.clip(array, 0, 1)).unsqueeze(0).repeat(3, 1, 1)
     if image.mode.startswith("I"):  # 16-bit (or 32-bit integer) grayscale
-        array = np.asarray(image).astype(np.float32)
-        high = float(array.max()) if array.size else 0.0
+        peak = integer_peak or integer_white(image)
+        array = np.asarray(image).astype(np.float64)
         if array.size and float(array.min()) < 0:
             raise InputError("integer image has negative values")
-        peak = integer_peak or (255.0 if high <= 255 else 65535.0 if high <= 65535 else float(2**32 - 1))
-        tensor = torch.from_numpy(np.ascontiguousarray(array) / peak).clamp_(0, 1)
+        if array.size and float(array.max()) > peak:
+            raise InputError(
+                f"integer image has values up to {array.max():.0f}, above its declared white of {peak:.0f}"
+            )
+        tensor = torch.from_numpy(np.ascontiguousarray(array / peak, dtype=np.float32))
         return tensor.unsqueeze(0).repeat(3, 1, 1)
     if image.mode != "RGB":
         image = image.convert("RGB")
@@ -329,40 +424,79 @@ def resize_short_side(image: torch.Tensor, size: int | None) -> torch.Tensor:
     return out[0] if image.ndim == 3 else out
 
 
-def is_image_candidate(path: Path) -> bool:
-    """Whether a folder scan reports ``path``: an image suffix and not a folder.
+@dataclass(frozen=True)
+class ScanProblem:
+    """An entry a folder scan could not take (a folder it cannot read, a path too long, a
+    symlink loop): kept as an input so that the run reports it, with ``reason`` as its error."""
 
-    Non-regular files (FIFOs, sockets, devices) with an image suffix are kept, so that
-    reading them gives a clear error instead of silently skipping them.
-    """
-    if path.suffix.lower() not in IMAGE_SUFFIXES:
-        return False
-    try:
-        return not stat.S_ISDIR(path.stat().st_mode)
-    except OSError:  # a dangling link: kept, so it is reported as missing
-        return True
+    path: Path
+    reason: str
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
-def find_images(paths: Iterable[str | Path]) -> list[Path]:
+def find_images(paths: Iterable[str | Path]) -> list[Path | ScanProblem]:
     """Expand files and folders (searched recursively) into a sorted list of image files.
 
     Explicit paths are kept as given; folder scans keep every non-folder entry with an image
     suffix (a FIFO named ``x.jpg`` is kept, to be refused with a clear error when read), and
     an empty folder with an image suffix (``x.jpg/``), to be reported instead of dropped.
+    Symlinked subfolders are followed, each folder scanned once; what cannot be scanned
+    is a :class:`ScanProblem` in the list, never an exception (:func:`scan_folder`).
     """
-    found: list[Path] = []
+    found: list[Path | ScanProblem] = []
     for item in paths:
         path = Path(item)
-        if path.is_dir():
-            entries = sorted(path.rglob("*"))
-            found.extend(p for p in entries if is_image_candidate(p) or _empty_image_named_folder(p))
-        else:
-            found.append(path)
+        found.extend(scan_folder(path) if path.is_dir() else [path])
     return found
 
 
-def _empty_image_named_folder(path: Path) -> bool:
-    """A folder named like an image (``x.jpg/``) holding no image: an input to report, not to skip."""
-    if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_dir():
-        return False
-    return not any(is_image_candidate(p) for p in path.rglob("*"))
+def scan_folder(folder: Path) -> list[Path | ScanProblem]:
+    """The image files under ``folder``, sorted by path, and a :class:`ScanProblem` for each
+    entry that cannot be scanned. Iterative (a tree 1,200 levels deep is no recursion limit);
+    symlinks to folders are followed, but a folder already scanned (a loop) is not entered twice."""
+    found: list[Path | ScanProblem] = []
+    named_like_images: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            info = current.stat()
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                found.append(ScanProblem(current, f"{current}: not scanned: a link to {seen[key]}, scanned already"))
+                continue
+            seen[key] = current
+            with os.scandir(current) as entries:
+                listed = list(entries)
+        except OSError as exc:
+            found.append(ScanProblem(current, f"{current}: this folder cannot be scanned: {exc.strerror or exc}"))
+            continue
+        for entry in listed:
+            path = Path(entry.path)
+            try:
+                is_folder = entry.is_dir()  # follows symlinks
+            except OSError:  # e.g. a name too long to stat: kept if named like an image, to be reported
+                is_folder = False
+            if is_folder:
+                pending.append(path)
+                if path.suffix.lower() in IMAGE_SUFFIXES:
+                    named_like_images.append(path)
+            elif path.suffix.lower() in IMAGE_SUFFIXES:
+                found.append(path)
+    files = [p for p in found if isinstance(p, Path)]
+    for empty in named_like_images:  # x.jpg/ holding no image: an input to report, not to skip
+        if not any(empty in f.parents for f in files):
+            found.append(empty)
+    return sorted(found, key=lambda p: p.path if isinstance(p, ScanProblem) else p)
+
+
+def image_files(paths: Iterable[str | Path]) -> list[Path]:
+    """:func:`find_images` for training data, where nothing may be skipped: the files, or an
+    :class:`InputError` for the first entry that cannot be scanned."""
+    found = find_images(paths)
+    for problem in (p for p in found if isinstance(p, ScanProblem)):
+        raise InputError(problem.reason)
+    return [p for p in found if isinstance(p, Path)]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import struct
@@ -70,10 +71,25 @@ def sixteen_bit_png(path: Path) -> Path:
     return path
 
 
-def int32_tiff(path: Path) -> Path:
-    """A 32-bit integer (PIL mode ``I``) grayscale TIFF with values up to 65535."""
-    ramp = np.linspace(0, 65535, 64 * 80).reshape(64, 80).astype(np.int32)
-    Image.fromarray(ramp, mode="I").save(path)
+def int32_tiff(path: Path, peak: int = 65535, max_sample_value: int | None = None) -> Path:
+    """A 32-bit integer (PIL mode ``I``) grayscale TIFF with a ramp up to ``peak``, declaring
+    ``max_sample_value`` (the TIFF MaxSampleValue tag, its white) when given."""
+    ramp = np.linspace(0, peak, 64 * 80).reshape(64, 80).astype(np.int32)
+    tags = {} if max_sample_value is None else {281: max_sample_value}
+    Image.fromarray(ramp, mode="I").save(path, tiffinfo=tags)
+    return path
+
+
+def heif_photo(path: Path) -> Path:
+    """A small HEIF photo, written through pillow-heif when it is installed, else a file
+    that only a HEIF decoder could read (its ``ftyp heic`` box and nothing else)."""
+    try:
+        import pillow_heif
+    except ImportError:
+        path.write_bytes(struct.pack(">I", 24) + b"ftypheic" + b"\0" * 4 + b"mif1heic")
+        return path
+    pillow_heif.register_heif_opener()
+    Image.fromarray(_random_rgb(seed=8)).save(path, quality=90)
     return path
 
 
@@ -102,7 +118,12 @@ def build_image_corpus(folder: Path, fifo: bool = True) -> dict[str, Case]:
     add("float.tif", float_tiff(folder / "float.tif"), None)
     add("float_out_of_range.tif", float_tiff(folder / "float_out_of_range.tif", 0, 300), "[0, 1]")
     add("dark16.png", sixteen_bit_png(folder / "dark16.png"), None)
-    add("int32.tif", int32_tiff(folder / "int32.tif"), None)
+    add("int32.tif", int32_tiff(folder / "int32.tif"), "no declared white level")  # never a guess
+    add("int32_declared.tif", int32_tiff(folder / "int32_declared.tif", max_sample_value=65535), None)
+    # 32 x 4,000,000 px: under the pixel limit, but it would reach the network at full length
+    add("strip.png", png_claiming_size(folder / "strip.png", 32, 4_000_000), "times its short side")
+    heif = importlib.util.find_spec("pillow_heif") is not None
+    add("photo.heic", heif_photo(folder / "photo.heic"), None if heif else "pillow-heif")
     Image.fromarray(_random_rgb(seed=3)).save(folder / "photo.jfif", format="JPEG")
     add("photo.jfif", folder / "photo.jfif", None)
     if features.check("avif"):
@@ -122,6 +143,13 @@ def build_image_corpus(folder: Path, fifo: bool = True) -> dict[str, Case]:
         add("pipe.jpg", folder / "pipe.jpg", "FIFO")
     (folder / "zero.png").write_bytes(b"")
     add("zero.png", folder / "zero.png", "is an empty file")
+    elsewhere = folder.parent / f"{folder.name}-linked-target"
+    elsewhere.mkdir(exist_ok=True)
+    Image.fromarray(_random_rgb(seed=9)).save(elsewhere / "behind_link.png")
+    os.symlink(elsewhere, folder / "linked")
+    add("behind_link.png", folder / "linked" / "behind_link.png", None)  # a symlinked folder is searched
+    os.symlink(".", folder / "loop")
+    add("loop", folder / "loop", "scanned already")  # a loop is entered once, and reported
     return cases
 
 

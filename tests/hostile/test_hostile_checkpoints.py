@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import struct
+from pathlib import Path
 
 import pytest
 import torch
@@ -80,3 +83,58 @@ def test_a_folder_or_fifo_is_not_a_checkpoint(tmp_path, monkeypatch, no_hang):
     monkeypatch.setenv("BPCLIP_CHECKPOINT", str(tmp_path / "pipe.safetensors"))
     with pytest.raises(CheckpointError, match="is a FIFO"):
         load_checkpoint()
+
+
+def flip_bit_in_tensor_data(path: Path, out: Path, offset_in_data: int, bit: int = 6) -> Path:
+    """A copy of a safetensors file with one bit flipped ``offset_in_data`` bytes into its tensor data."""
+    data = bytearray(path.read_bytes())
+    header_length = struct.unpack("<Q", data[:8])[0]
+    data[8 + header_length + offset_in_data] ^= 1 << bit
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_a_flipped_bit_in_a_bundled_model_is_refused(tmp_path, monkeypatch):
+    from bpclip_core.checkpoint import bundled_checkpoint
+
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)
+    bundled = bundled_checkpoint("bpclip-nr")
+    # an odd byte of a little-endian fp16 weight holds its exponent: one flip changes the value a lot
+    corrupt = flip_bit_in_tensor_data(bundled, home / "checkpoints" / "bpclip-nr.safetensors", 4001)
+    monkeypatch.setenv("BPCLIP_HOME", str(home))
+    with pytest.raises(CheckpointError, match=r"bpclip-nr.safetensors: the tensors do not match the integrity digest"):
+        load_checkpoint()
+    monkeypatch.delenv("BPCLIP_HOME")
+    monkeypatch.setenv("BPCLIP_CHECKPOINT", str(corrupt))
+    with pytest.raises(CheckpointError, match="integrity digest"):
+        load_checkpoint()
+
+
+def test_saved_checkpoints_carry_a_digest_and_old_ones_without_it_still_load(tiny_checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from bpclip_core.checkpoint import DIGEST_KEY, METADATA_KEY, read_metadata, tensor_digest
+
+    metadata = read_metadata(tiny_checkpoints["nr"])
+    assert metadata[DIGEST_KEY] == tensor_digest(load_file(str(tiny_checkpoints["nr"])))
+    for name in ("bpclip-nr", "bpclip-fr"):  # the bundled models are stamped at export
+        from bpclip_core.checkpoint import bundled_checkpoint
+
+        assert read_metadata(bundled_checkpoint(name))[DIGEST_KEY].startswith("sha256:")
+    del metadata[DIGEST_KEY]
+    legacy = tmp_path / "legacy.safetensors"
+    save_file(load_file(str(tiny_checkpoints["nr"])), str(legacy), metadata={METADATA_KEY: json.dumps(metadata)})
+    assert load_checkpoint(legacy).mode == "nr"
+
+
+def test_deeply_nested_metadata_is_a_checkpoint_error(tiny_checkpoints, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from bpclip_core.checkpoint import METADATA_KEY
+
+    deep = tmp_path / "deep.safetensors"
+    text = '{"format": "bpclip-checkpoint", "config": ' + "[" * 100_000 + "]" * 100_000 + "}"
+    save_file(load_file(str(tiny_checkpoints["nr"])), str(deep), metadata={METADATA_KEY: text})
+    with pytest.raises(CheckpointError, match="deep.safetensors: the BPCLIP metadata is nested too deeply"):
+        load_checkpoint(deep)

@@ -102,7 +102,7 @@ def test_float_and_integer_modes_are_not_black(tmp_path):
     assert float(ramp.max()) == pytest.approx(1.0) and float(ramp.mean()) == pytest.approx(0.5, abs=1e-3)
     dark = load_image(sixteen_bit_png(tmp_path / "d.png"))
     assert float(dark.max()) == pytest.approx(200 / 65535)  # 16-bit: divided by 65535, not 255
-    wide = load_image(int32_tiff(tmp_path / "i.tif"))
+    wide = load_image(int32_tiff(tmp_path / "i.tif", max_sample_value=65535))
     assert float(wide.max()) == pytest.approx(1.0)
     with pytest.raises(ImageReadError, match=r"\[0, 1\]"):
         load_image(float_tiff(tmp_path / "bright.tif", 0, 2))
@@ -177,3 +177,39 @@ def test_a_12000px_grey_png_is_scored_in_bounded_memory(tmp_path):
     height, width, peak_mb = map(int, run.stdout.split())
     assert (height, width) == (388, 388)  # box-reduced by 31 while in 8-bit grey
     assert peak_mb < 600, f"decoding took {peak_mb} MB (a full-size float RGB copy alone is 1.7 GB)"
+
+
+def test_32_bit_integer_images_are_scaled_by_their_declared_white_never_by_a_guess(tmp_path):
+    from .corpus import int32_tiff
+
+    # two copies of one picture, one x5 in value: as bright as declared, never rescaled to look alike
+    dim = load_image(int32_tiff(tmp_path / "dim.tif", peak=10_000, max_sample_value=60_000))
+    bright = load_image(int32_tiff(tmp_path / "bright.tif", peak=50_000, max_sample_value=60_000))
+    assert float(bright.max()) == pytest.approx(5 * float(dim.max()), rel=1e-4)
+    assert float(bright.max()) == pytest.approx(50_000 / 60_000, rel=1e-4)
+    for peak in (10_000, 100_000):  # no white level declared: refused, whatever the pixel maximum
+        with pytest.raises(ImageReadError, match="32-bit integer image with no declared white level"):
+            load_image(int32_tiff(tmp_path / f"undeclared{peak}.tif", peak=peak))
+    with pytest.raises(ImageReadError, match="above its declared white"):
+        load_image(int32_tiff(tmp_path / "over.tif", peak=70_000, max_sample_value=65535))
+
+
+def test_max_pixels_above_pils_own_limit_takes_effect(tmp_path):
+    from .corpus import png_claiming_size
+
+    # 15000 x 13000 = 195 MP: over PIL's 179 MP decompression-bomb limit, under ours when raised
+    claimed = png_claiming_size(tmp_path / "big.png", 15000, 13000)
+    with pytest.raises(ImageReadError, match="over the pixel limit of 150000000 px"):
+        load_image(claimed)
+    with pytest.raises(ImageReadError) as raised:
+        load_image(claimed, max_pixels=200_000_000)
+    assert "pixel limit" not in str(raised.value) and "cannot decode" in str(raised.value)  # PIL's limit is off
+
+
+def test_long_strips_are_refused_from_the_header(tmp_path, monkeypatch):
+    from .corpus import png_claiming_size
+
+    strip = png_claiming_size(tmp_path / "strip.png", 32, 4_000_000)
+    monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda *_: pytest.fail("decoded before the check"))
+    with pytest.raises(ImageReadError, match=r"strip.png: image is 32x4000000 px: its long side is 125000 times"):
+        load_image(strip)

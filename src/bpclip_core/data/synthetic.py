@@ -392,9 +392,9 @@ def synthesize_dataset(
         types_per_reference: give each reference a seeded random subset of this many types.
         include_pristine: also list each reference as an item (level 0, ``distortion`` pristine).
     """
-    from ..images import find_images
+    from ..images import image_files
 
-    files = find_images([sources] if isinstance(sources, str | Path) else sources)
+    files = image_files([sources] if isinstance(sources, str | Path) else sources)
     if not files:
         raise ValueError(f"no pristine images found in {sources}")
     names = [f.stem for f in files]

@@ -262,7 +262,7 @@ def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
     """A pseudo-MOS table: read from --pseudo-mos-table, or calibrated on the pristine images
     (then saved as pseudo_mos.json beside the dataset)."""
     from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
-    from ..images import find_images
+    from ..images import image_files
 
     if args.pseudo_mos_table is not None:
         table = PseudoMOSTable.load(args.pseudo_mos_table)
@@ -270,7 +270,7 @@ def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
         if missing:
             raise ValueError(f"{args.pseudo_mos_table} has no labels for {missing}")
         return table
-    table = calibrate_files(find_images([args.pristine]), distortions, args.size, args.seed)
+    table = calibrate_files(image_files([args.pristine]), distortions, args.size, args.seed)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"wrote {table.save(args.out / 'pseudo_mos.json')}")
     return table

@@ -112,7 +112,7 @@ def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) ->
     from ..data.readers import read_csv_dataset
     from ..data.splits import official_split, save_splits
     from ..data.synthetic import synthesize_dataset
-    from ..images import find_images
+    from ..images import image_files
 
     content_dir = work / "content"
     _log(f"content: building the references in {content_dir}")
@@ -125,7 +125,7 @@ def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) ->
         table = PseudoMOSTable.load(table_path)
     else:
         _log("pseudo-MOS: calibrating on training references")
-        table = calibrate_files(find_images([content_dir / "train"]), REALISTIC, seed=seed)
+        table = calibrate_files(image_files([content_dir / "train"]), REALISTIC, seed=seed)
         table.save(table_path)
     data_dir = work / "synthetic"
     csv_path, split_path = data_dir / "default-models.csv", data_dir / "split.json"
@@ -256,9 +256,7 @@ def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torc
 def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch.Tensor]) -> Path:
     """Step 6: the checkpoint in fp16 (text anchors included) with ``card`` merged into its provenance,
     its feature scale first fitted to float16's range on ``probes`` (:mod:`bpclip_core.feature_scale`)."""
-    from safetensors.torch import save_file
-
-    from ..checkpoint import METADATA_KEY, checkpoint_metadata, load_checkpoint
+    from ..checkpoint import checkpoint_metadata, load_checkpoint, write_checkpoint_file
     from ..feature_scale import FP16_SAFE_PEAK, half_precision_factor, peak_activation, probe_images, rescale_features
 
     model = load_checkpoint(best)
@@ -272,12 +270,7 @@ def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch
     }  # fmt: skip
     model.card.provenance = {**model.card.provenance, **card, "feature_scale": feature_scale}
     tensors = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    save_file(tensors, str(partial), metadata={METADATA_KEY: json.dumps(checkpoint_metadata(model))})
-    partial.chmod(0o644)  # package data: readable by everyone
-    partial.replace(out)
-    return out
+    return write_checkpoint_file(tensors, checkpoint_metadata(model), out, file_mode=0o644)  # package data
 
 
 def rebuild_command(mode: str, scale_name: str) -> str:

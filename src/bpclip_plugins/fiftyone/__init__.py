@@ -11,6 +11,9 @@ Use it from a notebook (:func:`compute_quality`) or from the App through the plu
   ``bpclip:error``; a run with another score field prefixes them with its tag prefix
   (default: the score field, e.g. ``sharp_score/quality:low``), so a rerun replaces, and
   deleting a run removes, only its own tags;
+- a run on a view scores and tags exactly the view's samples as it starts, read by id on the
+  dataset, so a view that hides the run's fields (``select_fields``) works; an empty view
+  changes nothing;
 - results are keyed to the sample they came from: a sample whose filepath is not a file
   (a folder, a missing path) is that sample's error;
 - results are written in bulk every few batches, so a run killed half-way keeps what it
@@ -44,6 +47,8 @@ ADJECTIVE_TAG_PREFIX = "adjective:"
 PLUGIN_NAME = "@bpclip/quality"
 PLUGIN_SOURCE = Path(__file__).with_name("plugin")
 BANDS = ("none", "thresholds", "quantiles")
+SUMMARY_FIELDS = ("score", "adjectives", "error")  # the keys of a summary's ``fields``
+NOTHING_TO_SCORE = "the view has no samples: nothing to score"
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,11 @@ class QualityRunSummary:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def message(self) -> str:
+        """One line for the user: the counts, then the warnings."""
+        counts = f"BPCLIP: {self.scored} scored, {self.failed} failed, {self.skipped} skipped"
+        return "; ".join([counts, *self.warnings])
+
 
 def _bpclip_runs(dataset: Any) -> list[str]:
     return [key for key in dataset.list_runs() if dataset.get_run_info(key).config.method == RUN_METHOD]
@@ -203,14 +213,21 @@ def iter_compute_quality(
         "top_k": top_k, "tagging": asdict(tagging), "batch_size": batch_size, "device": str(engine.device),
         "overwrite": overwrite, "tag_prefix": prefix,
     }  # fmt: skip
+    # the run's samples, fixed now and then read by id on the dataset: the view may hide the run's
+    # fields (select_fields) or stop matching once they are written (a match on missing scores)
+    ids = samples.values("id")
+    summary = QualityRunSummary(run_key, engine.description, 0, 0, 0, 0, dict(zip(SUMMARY_FIELDS, fields)))
+    if not ids:  # nothing to do: the dataset and its run records stay as they are
+        summary.warnings.append(NOTHING_TO_SCORE)
+        yield {"progress": 1.0, "label": summary.message()}
+        return summary
     config = dataset.init_run(
         method=RUN_METHOD, model=engine.description, fields=fields, parameters=parameters, status="running"
     )
     dataset.register_run(run_key, config, overwrite=True)
     try:
-        summary = yield from _score_and_tag(
-            samples, engine, run_key, mode, reference_field, fields, tagging, prefix, overwrite, write_every
-        )
+        yield from _score_and_tag(dataset, ids, engine, summary, mode, reference_field, tagging, prefix, overwrite,
+                                  write_every)  # fmt: skip
     except BaseException as exc:
         config.status = "interrupted" if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else "failed"
         config.parameters = {**config.parameters, "failure": f"{type(exc).__name__}: {exc}"}
@@ -222,8 +239,7 @@ def iter_compute_quality(
         run_key, summary=summary.to_dict(), finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     )
     dataset.save_run_results(run_key, results, overwrite=True)
-    done = f"BPCLIP: {summary.scored} scored, {summary.failed} failed, {summary.skipped} skipped"
-    yield {"progress": 1.0, "label": done}
+    yield {"progress": 1.0, "label": summary.message()}
     return summary
 
 
@@ -275,32 +291,53 @@ def _file_or_none(path: Any) -> str | None:
     return path if isinstance(path, str) and path and os.path.isfile(path) else None
 
 
+ID_BATCH = 50_000  # sample ids per select(): keeps each query far below MongoDB's 16 MB limit
+
+
+def _by_ids(dataset: Any, ids: list[str]) -> Iterator[Any]:
+    """Views of the dataset's samples ``ids``, in batches, with every dataset field visible."""
+    for start in range(0, len(ids), ID_BATCH):
+        yield dataset.select(ids[start : start + ID_BATCH])
+
+
+def _values_by_id(dataset: Any, ids: list[str], names: list[str]) -> dict[str, list[Any]]:
+    """The dataset's values of ``names`` for the samples ``ids``: name -> values in the order of ``ids``."""
+    rows: dict[str, list[Any]] = {}
+    for batch in _by_ids(dataset, ids):
+        columns = batch.values(["id", *names])
+        rows.update((sample_id, values) for sample_id, *values in zip(*columns))
+    return {name: [rows[sample_id][k] for sample_id in ids] for k, name in enumerate(names)}
+
+
 def _score_and_tag(
-    samples: Any,
+    dataset: Any,
+    view_ids: list[str],
     engine: Any,
-    run_key: str,
+    summary: QualityRunSummary,
     mode: str,
     reference_field: str | None,
-    fields: list[str],
     tagging: QualityTagging,
     prefix: str,
     overwrite: bool,
     write_every: int,
 ) -> Iterator[dict[str, Any]]:
-    """Score the samples still to do, write results keyed by sample id, retag; returns the summary."""
+    """Score the samples ``view_ids`` still to do, write results keyed by sample id, retag; fills ``summary``."""
     import fiftyone as fo
 
-    dataset = samples._dataset
+    fields = [summary.fields[name] for name in SUMMARY_FIELDS]
     score_field, adjectives_field, error_field = fields
     if score_field not in dataset.get_field_schema():
         dataset.add_sample_field(score_field, fo.FloatField)
     if adjectives_field not in dataset.get_field_schema():
         dataset.add_sample_field(adjectives_field, fo.ListField, subfield=fo.StringField)
 
-    total = len(samples)
-    todo = samples if overwrite or score_field not in samples.get_field_schema() else samples.exists(score_field, False)
-    ids, paths = todo.values(["id", "filepath"])
-    references = todo.values(reference_field) if mode == "fr" else None
+    total = len(view_ids)
+    names = ["filepath", score_field] + ([reference_field] if mode == "fr" else [])
+    known = _values_by_id(dataset, view_ids, names)
+    todo = [i for i, score in enumerate(known[score_field]) if overwrite or score is None]
+    ids = [view_ids[i] for i in todo]
+    paths = [known["filepath"][i] for i in todo]
+    references = [known[reference_field][i] for i in todo] if mode == "fr" else None
     skipped = total - len(ids)
     pending: dict[str, dict[str, Any]] = {score_field: {}, adjectives_field: {}, error_field: {}}
     errors: dict[str, str] = {}  # sample id -> reason, not yet written
@@ -364,34 +401,42 @@ def _score_and_tag(
                 fail(ids[position], str(exc))
     flush()
 
-    tags, warnings = _retag(samples, fields, tagging, prefix)
-    return QualityRunSummary(
-        run_key, engine.description, total, len(ids) - len(failed), len(failed), skipped,
-        {"score": score_field, "adjectives": adjectives_field, "error": error_field}, tags, warnings,
-    )  # fmt: skip
+    summary.total, summary.scored, summary.failed, summary.skipped = total, len(ids) - len(failed), len(failed), skipped
+    summary.tags, summary.warnings = _retag(dataset, view_ids, fields, tagging, prefix)
 
 
-def _retag(samples: Any, fields: list[str], tagging: QualityTagging, prefix: str) -> tuple[dict, list[str]]:
-    """Replace this run's tags in the view (quality bands, dominant adjectives, errors); other
-    runs' tags stay. Returns the tag counts and any warnings."""
+def _retag(
+    dataset: Any, ids: list[str], fields: list[str], tagging: QualityTagging, prefix: str
+) -> tuple[dict[str, int], list[str]]:
+    """Replace this run's tags on the samples ``ids`` (quality bands, dominant adjectives, errors);
+    other runs' tags stay. Returns the tag counts and any warnings."""
     score_field, adjectives_field, error_field = fields
-    ours = owned_tags(samples.distinct("tags"), prefix)
+    has_errors = error_field in dataset.get_field_schema()
+    names = ["tags", score_field, adjectives_field] + ([error_field] if has_errors else [])
+    known = _values_by_id(dataset, ids, names)
+    ours = owned_tags(sorted({tag for tags in known["tags"] for tag in tags}), prefix)
     if ours:
-        samples.untag_samples(ours)
+        for batch in _by_ids(dataset, ids):
+            batch.untag_samples(ours)
     quality_tag, adjective_tag, error_tag = run_tags(prefix)
-    ids, scores, adjectives = samples.values(["id", score_field, adjectives_field])
-    has_errors = error_field in samples._dataset.get_field_schema()
-    errors = samples.values(error_field) if has_errors else [None] * len(ids)
+    scores, adjectives = known[score_field], known[adjectives_field]
+    errors = known[error_field] if has_errors else [None] * len(ids)
     groups: dict[str, list[str]] = defaultdict(list)
     warnings = []
-    if bands_are_meaningful(scores, tagging):
+    scored = sum(s is not None for s in scores)
+    if not scored:  # every sample failed: no bands to cut, and no reason to doubt the model
+        failed = sum(bool(e) for e in errors)
+        warnings.append(f"nothing was scored: {failed} of {len(ids)} samples failed (reasons in {error_field!r})")
+    elif bands_are_meaningful(scores, tagging):
         for sample_id, label in zip(ids, band_labels(scores, tagging)):
             if label is not None:
                 groups[quality_tag + label].append(sample_id)
+    elif scored == 1:
+        warnings.append("no quality bands: quantile bands need at least 2 scored samples, 1 was scored")
     else:
         warnings.append(
-            f"no quality bands: all scores are equal within {TIE_TOLERANCE:g}, so quantiles cannot separate them "
-            "(is the model trained? see the run's model)"
+            f"no quality bands: all {scored} scores are equal within {TIE_TOLERANCE:g}, so quantiles cannot "
+            "separate them (is the model trained? see the run's model)"
         )
     if tagging.tag_adjectives:
         for sample_id, words in zip(ids, adjectives):
@@ -400,8 +445,9 @@ def _retag(samples: Any, fields: list[str], tagging: QualityTagging, prefix: str
     for sample_id, error in zip(ids, errors):
         if error:
             groups[error_tag].append(sample_id)
-    for tag, tagged in groups.items():  # one bulk write per tag
-        samples.select(tagged).tag_samples(tag)
+    for tag, tagged in groups.items():  # one bulk write per tag (and id batch)
+        for batch in _by_ids(dataset, tagged):
+            batch.tag_samples(tag)
     return {tag: len(tagged) for tag, tagged in sorted(groups.items())}, warnings
 
 

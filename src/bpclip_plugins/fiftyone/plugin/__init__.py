@@ -178,7 +178,10 @@ class ComputeQuality(foo.Operator):
                 raise
             yield ctx.ops.notify(f"BPCLIP failed: {exc}", variant="error")
             return
-        if ctx.delegated:
+        if ctx.delegated:  # its last progress label is summary.message()
+            return
+        if not summary.total:  # an empty view: nothing ran, no fields to show
+            yield ctx.ops.notify("BPCLIP: " + "; ".join(summary.warnings), variant="warning")
             return
         fields = [summary.fields["score"], summary.fields["adjectives"]]
         yield ctx.ops.reload_dataset()
