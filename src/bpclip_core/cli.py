@@ -9,9 +9,12 @@ Exit codes (also in ``bpclip --help``): 0 everything worked; 1 some inputs faile
 reported, the rest still scored and written); 2 usage errors (bad arguments, an output that
 cannot be written, no model or device to score with), found before any scoring; 3 an
 internal error (a bug: printed with its traceback); 4 the output could not be written during
-the run (e.g. a full disk); 130 interrupted (Ctrl-C). Rows are written as they are scored;
+the run (e.g. a full disk); 130 interrupted (Ctrl-C); 143 terminated (SIGTERM, as a job
+scheduler stops a job: handled like Ctrl-C). Rows are written as they are scored;
 ``--output`` is written to a temporary file beside it and atomically replaces it at the end
-(after Ctrl-C or an internal error: the rows scored so far, still a valid file).
+(after Ctrl-C, SIGTERM or an internal error: the rows scored so far, still a valid file); a
+symlinked ``--output`` is written through to its target, and an ``--output`` that is one of
+the inputs is refused before any work.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ if TYPE_CHECKING:  # for annotations only: importing them would import torch
     from .sharding import PartWriter, TorchrunRank
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 EXIT_CODES_HELP = (
     "exit codes: 0 all inputs scored; 1 some inputs failed (each reported, the rest scored and "
     "written); 2 usage error (found before scoring); 3 internal error; 4 the output could not be "
@@ -184,7 +188,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         **args.training_handlers,
     }
     try:
-        return handlers[args.command](args)
+        with _sigterm_as_interrupt():
+            return handlers[args.command](args)
+    except Terminated:
+        print(f"bpclip {args.command}: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print(f"bpclip {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -201,6 +209,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = getattr(exc, "command_message", str(exc)) if code == EXIT_USAGE else str(exc)
             print(f"bpclip {args.command}: error: {display_line(message)}", file=sys.stderr)
         return code
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (how job schedulers stop a job), raised where Ctrl-C raises KeyboardInterrupt,
+    so that it keeps the rows scored so far in the same way."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While the command runs (in the main thread): SIGTERM raises :class:`Terminated`; a second
+    one, while the partial output is being completed, is ignored."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(*_: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _init_checkpoint(args: argparse.Namespace) -> int:
@@ -221,6 +256,7 @@ def _score(args: argparse.Namespace) -> int:
     if place is not None:  # one process of `torchrun ... -m bpclip_core.cli score`
         return _ShardedScoring(args, place).run()
     sources = _checked_inputs(args)
+    _refuse_output_over_inputs(args.output, sources, args.ref)
     writer = ResultWriter(args.format, args.output, _name_width(sources))  # a bad --output fails here, before scoring
     try:
         engine = _scoring_engine(args, args.device)
@@ -263,6 +299,29 @@ def _checked_inputs(args: argparse.Namespace) -> list:
     if args.ref is not None and not Path(args.ref).exists():
         raise UsageError(f"--ref {args.ref!r} is neither a file nor a folder")
     return sources
+
+
+def _refuse_output_over_inputs(output: Path | None, sources: list, ref: str | None) -> None:
+    """A :class:`UsageError` if ``--output`` is (or links to) one of the inputs or references:
+    writing the results would destroy that image."""
+    if output is None or not output.exists():  # a file still to be made is no input
+        return
+    from .images import find_images
+
+    target = output.stat()
+    references = [] if ref is None else find_images([ref])
+    for source in (*sources, *references):
+        if not isinstance(source, (str, Path)):
+            continue
+        try:
+            info = os.stat(source)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (target.st_dev, target.st_ino):
+            raise UsageError(
+                f"--output {display_line(str(output))} is one of the inputs ({display_line(str(source))}); "
+                "writing the results would overwrite it: name another file"
+            )
 
 
 def _name_width(sources: list) -> int:
@@ -523,13 +582,23 @@ class ResultWriter:
         self.fmt, self.output, self.width = fmt, output, width
         self.rows = self._json_rows = 0
         self._temp: Path | None = None
+        self._target = output  # where the file is put: a symlinked output's target
         self._stream: IO[str] = sys.stdout
+        self._started = self._aborted = False
         if output is not None:
             self._stream = self._open(output)
         self._csv = csv.writer(self._stream) if fmt == "csv" else None
-        self._write_text(self._header())
+
+    def _start(self) -> None:
+        """The header, written with the first rows (or at :meth:`finish`): a run that fails before
+        scoring (e.g. a broken checkpoint) leaves no lone ``[`` on stdout."""
+        if not self._started:
+            self._started = True
+            self._write_text(self._header())
 
     def _open(self, output: Path) -> IO[str]:
+        if output.is_symlink():  # written through to the link's target: the link stays a link
+            self._target = output = Path(os.path.realpath(output))
         if output.is_dir():
             raise UsageError(f"--output {output} is a folder; name a file to write")
         if output.exists() and not output.is_file():  # a FIFO or device (/dev/null): written directly
@@ -571,6 +640,7 @@ class ResultWriter:
 
     def write(self, results: list) -> None:
         """Write the rows of some results and flush them."""
+        self._start()
         if self.fmt == "csv":
             for r in results:
                 self._csv.writerow(self._csv_row(r))
@@ -603,7 +673,11 @@ class ResultWriter:
         return [display_text(r.path), reference, _num(r.score), _num(r.mos), _adjectives(r), error]
 
     def finish(self, interrupted: bool = False) -> None:
-        """Complete the output (a valid file with the rows written so far) and put it in place."""
+        """Complete the output (a valid file with the rows written so far) and put it in place;
+        nothing after :meth:`abort` (e.g. the disk filled up: the output is left as it was)."""
+        if self._aborted:
+            return
+        self._start()
         try:
             if self.fmt == "json":
                 self._stream.write("\n]\n" if self.rows else "]\n")
@@ -611,7 +685,7 @@ class ResultWriter:
             if self._stream is not sys.stdout:
                 self._stream.close()
             if self._temp is not None:
-                os.replace(self._temp, self.output)
+                os.replace(self._temp, self._target)
                 self._temp = None
         except OSError as exc:
             self.abort()
@@ -621,6 +695,7 @@ class ResultWriter:
 
     def abort(self) -> None:
         """Discard the temporary file; the output is left as it was."""
+        self._aborted = True
         if self._stream is not sys.stdout:
             with contextlib.suppress(OSError):
                 self._stream.close()

@@ -24,14 +24,14 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import BPCLIPError, InputError
-from .images import default_max_pixels, find_images, load_image, pil_to_tensor
-from .inputs import check_images, check_min_side
+from .images import ScanProblem, default_max_pixels, find_images, load_image, pil_to_tensor
+from .inputs import check_dtype, check_images, check_min_side, refuse_dtype
 from .protocol import TestTimeProtocol
 
 
 def input_label(source: Any, index: int) -> str:
     """How results name an input: its path, or its type and position (``<ndarray #3>``)."""
-    return str(source) if isinstance(source, (str, Path)) else f"<{type(source).__name__} #{index}>"
+    return str(source) if isinstance(source, (str, Path, ScanProblem)) else f"<{type(source).__name__} #{index}>"
 
 
 _ATOMIC_TYPES = (str, Path, bytes, bytearray, memoryview, Mapping)  # one input each, never iterated
@@ -73,29 +73,23 @@ def to_image_tensor(
     return check_images(image, "image", data_range if scale is None else scale)[0]
 
 
-def _check_dtype(kind: str, dtype: Any, is_complex: bool, is_bool: bool) -> None:
-    if is_complex:
-        raise InputError(f"{kind} of complex dtype {dtype} cannot be scored: pass the real-valued image")
-    if is_bool:
-        raise InputError(f"{kind} of dtype {dtype} cannot be scored: pass uint8 or float image data")
-
-
 def tensor_as_float(source: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, float | None]:
-    """A tensor as float32 (on the CPU, or on ``device``) and its white value (None: the caller's data_range)."""
-    if source.is_meta:
-        raise InputError("a tensor on the meta device holds no data and cannot be scored")
-    _check_dtype("a tensor", source.dtype, source.is_complex(), source.dtype == torch.bool)
+    """A tensor as float32 (on the CPU, or on ``device``) and its white value (None: the caller's data_range).
+
+    The dtype rules are :func:`~bpclip_core.inputs.check_dtype`'s (meta, complex, bool refused).
+    """
+    image = check_dtype(source.detach(), "a tensor")
     scale = {torch.uint8: 255.0, getattr(torch, "uint16", torch.uint8): 65535.0}.get(source.dtype)
-    return source.detach().to(device or "cpu").float(), scale
+    return image.to(device or "cpu").float(), scale
 
 
 def _array_as_float(source: np.ndarray) -> tuple[torch.Tensor, float | None]:
     """An (H, W[, C]) array as a (3, H, W) float32 tensor and its white value."""
     if source.dtype.kind not in "biuf":
         if source.dtype.kind == "c":
-            _check_dtype("an array", source.dtype, True, False)
+            refuse_dtype("an array", source.dtype, True, False)
         raise InputError(f"an array of dtype {source.dtype} cannot be scored: pass uint8 or float image data")
-    _check_dtype("an array", source.dtype, False, source.dtype.kind == "b")
+    refuse_dtype("an array", source.dtype, False, source.dtype.kind == "b")
     array = source
     if array.ndim == 2:
         array = array[..., None]
@@ -174,7 +168,7 @@ def pair_references(sources: Sequence[Any], references: Any, roots: Sequence[Pat
 
 
 def _pair_with_folder(sources: Sequence[Any], roots: Sequence[Path | None], folder: Path) -> list[Any]:
-    files = find_images([folder])  # a folder scan keeps image suffixes only
+    files = [p for p in find_images([folder]) if isinstance(p, Path)]  # image suffixes only
     by_rel = {p.relative_to(folder): p for p in files}
     by_rel_stem: dict[Path, list[Path]] = defaultdict(list)
     by_name: dict[str, list[Path]] = defaultdict(list)
@@ -257,6 +251,8 @@ class PairedInputs(Dataset):
             source, reference = self.sources[index], self.references[index]
             if is_empty_folder(source):
                 raise InputError(f"{source}: is a folder with no image files in it")
+            if isinstance(source, ScanProblem):
+                raise InputError(source.reason)
             if isinstance(reference, Unpaired):
                 raise InputError(reference.reason)
             if self.needs_reference and reference is None:

@@ -1,10 +1,10 @@
 """BPCLIP inside pyiqa: ``pyiqa.create_metric('bpclip')`` (NR), ``'bpclip_fr'`` and
 ``'bpclip_zeroshot'``.
 
-The metric names, the architecture and file decoding are registered with pyiqa by
-:mod:`bpclip_plugins.pyiqa_registration` as soon as pyiqa is imported (in any process, through
-the ``bpclip-pyiqa.pth`` start-up hook; also by importing :mod:`bpclip_plugins` and through the
-``pyiqa.archs`` entry point that pyiqa's own trainer uses). This module holds the
+The metric names, the architecture and input preparation (files, lists) are registered with
+pyiqa by :mod:`bpclip_plugins.pyiqa_registration` as soon as pyiqa is imported (in any process,
+through the ``bpclip-pyiqa.pth`` start-up hook; also by importing :mod:`bpclip_plugins` and
+through the ``pyiqa.archs`` entry point that pyiqa's own trainer uses). This module holds the
 architecture and the conversion of pyiqa's trainer output into a BPCLIP checkpoint.
 
 pyiqa is an optional extra (``pip install bpclip[pyiqa]``, PolyForm Noncommercial licence);
@@ -13,6 +13,7 @@ without it nothing is registered and nothing fails.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,9 @@ import torch
 from torch import nn
 
 from bpclip_core.engine import QualityEngine, load_quality_model
+from bpclip_core.errors import InputError
 from bpclip_core.images import load_image
+from bpclip_core.inputs import check_image_shape
 
 from .pyiqa_registration import PYIQA_METRICS, register, register_when_available
 
@@ -58,14 +61,62 @@ class BPCLIPArch(nn.Module):
 
     def load_file_input(self, path: str | Path) -> torch.Tensor:
         """Decode an image file as the engine does (EXIF orientation, 16-bit, the protocol's
-        reduced JPEG decoding): a (1, 3, H, W) tensor in [0, 1]. pyiqa's ``InferenceModel`` calls
-        this for path inputs instead of its own loader, so files score as in the engine."""
+        reduced JPEG decoding): a (1, 3, H, W) tensor in [0, 1]. pyiqa's ``InferenceModel`` reads
+        path inputs with this (through :meth:`prepare_input`), so files score as in the engine."""
         decode_side = self.engine.protocol.decode_short_side
         return load_image(path, decode_side, self.engine.max_pixels).unsqueeze(0)
+
+    def prepare_input(self, source: Any) -> torch.Tensor | None:
+        """What pyiqa's ``InferenceModel`` passes on to this network for ``source``, as a (N, 3, H, W) batch.
+
+        pyiqa calls this before its own checks (through the hook of :mod:`.pyiqa_registration`):
+        a tensor is checked for dtype and shape (float64 and half precision as float32; empty,
+        meta, complex and bool refused), a path is decoded by :meth:`load_file_input`, and a
+        list or tuple of paths and tensors of one size is one batch, each image scored as in
+        a call of its own. Other sources (PIL images, bytes) return None: pyiqa reads them.
+
+        Raises:
+            InputError: a refused tensor, an empty list, items of another type or of different sizes.
+            ImageReadError: a file that cannot be read (the error names it).
+        """
+        if isinstance(source, torch.Tensor):
+            return check_image_shape(source, "images")
+        if isinstance(source, (str, os.PathLike)):
+            return self.load_file_input(source)
+        if isinstance(source, (list, tuple)):
+            return self._list_as_batch(source)
+        return None
+
+    def _list_as_batch(self, sources: list | tuple) -> torch.Tensor:
+        if not sources:
+            raise InputError("an empty list of images: pass at least one image path or tensor")
+        batches = []
+        for index, item in enumerate(sources):
+            if not isinstance(item, (torch.Tensor, str, os.PathLike)):
+                raise InputError(
+                    f"item {index} of the list is a {type(item).__name__}: a list of images must hold "
+                    "image paths or (3, H, W) tensors"
+                )
+            batches.append(self.prepare_input(item))
+        sizes = [tuple(batch.shape[-1:-3:-1]) for batch in batches]  # (width, height)
+        if len(set(sizes)) > 1:
+            odd = next(i for i, size in enumerate(sizes) if size != sizes[0])
+            raise InputError(
+                "the images of a list are scored as one batch, so they must have the same size: "
+                f"{_item_label(sources, 0)} is {sizes[0][0]}x{sizes[0][1]} px, "
+                f"{_item_label(sources, odd)} is {sizes[odd][0]}x{sizes[odd][1]} px; "
+                "call the metric once per image for images of different sizes"
+            )
+        return torch.cat([batch.to(batches[0].device) for batch in batches])
 
     def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         output = self.engine.predict(distorted, reference, differentiable=torch.is_grad_enabled())
         return output.score.unsqueeze(1)
+
+
+def _item_label(sources: list | tuple, index: int) -> str:
+    item = sources[index]
+    return str(item) if isinstance(item, (str, os.PathLike)) else f"item {index}"
 
 
 def convert_pyiqa_checkpoint(

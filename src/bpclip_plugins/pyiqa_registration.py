@@ -1,4 +1,4 @@
-"""Tell pyiqa about BPCLIP without importing torch or BPCLIP: metric names, architecture, file decoding.
+"""Tell pyiqa about BPCLIP without importing torch or BPCLIP: metric names, architecture, input preparation.
 
 pyiqa's ``create_metric(name)`` and ``list_models()`` read ``pyiqa.default_model_configs.DEFAULT_CONFIGS``
 before anything else, while its ``pyiqa.archs`` entry point runs only once the architecture
@@ -16,7 +16,6 @@ registered lazily, so importing pyiqa does not import torch-heavy BPCLIP code ei
 
 from __future__ import annotations
 
-import os
 import sys
 
 # Only modules that Python's start-up has already imported: this runs in every process
@@ -52,7 +51,7 @@ _registered = False
 
 
 def register() -> None:
-    """Register BPCLIP's metrics, architecture and file decoding with pyiqa (idempotent).
+    """Register BPCLIP's metrics, architecture and input preparation with pyiqa (idempotent).
 
     Also the ``pyiqa.archs`` entry point. Imports pyiqa's config table and registry only.
     """
@@ -74,14 +73,16 @@ def register() -> None:
         from .pyiqa import BPCLIPArch
 
         ARCH_REGISTRY.register(BPCLIPArch, override=True)
-    _decode_files_with_the_network()
+    _prepare_inputs_with_the_network()
 
 
-def _decode_files_with_the_network() -> None:
-    """Let a pyiqa network decode file inputs itself (``load_file_input``), as BPCLIPArch does.
+def _prepare_inputs_with_the_network() -> None:
+    """Let a pyiqa network turn its inputs into a batch itself (``prepare_input``), as BPCLIPArch does.
 
     pyiqa's ``InferenceModel`` reads paths with its own loader, which differs from ours (16-bit
-    PNGs, EXIF orientation). Networks without ``load_file_input`` keep pyiqa's loader.
+    PNGs, EXIF orientation), takes no lists and checks tensors with bare assertions (a float16
+    image of white 1.0 fails them). A network's ``prepare_input`` returns the batch, or None
+    for a source it leaves to pyiqa; networks without one keep pyiqa's conversion.
     """
     try:
         from pyiqa.models.inference_model import InferenceModel
@@ -92,10 +93,9 @@ def _decode_files_with_the_network() -> None:
         return
 
     def _to_batched_tensor(self: object, img: object) -> object:
-        load = getattr(getattr(self, "net", None), "load_file_input", None)
-        if load is not None and isinstance(img, (str, os.PathLike)):
-            return load(img)
-        return original(self, img)
+        prepare = getattr(getattr(self, "net", None), "prepare_input", None)
+        batch = None if prepare is None else prepare(img)
+        return original(self, img) if batch is None else batch
 
     _to_batched_tensor._bpclip_wrapped = True  # type: ignore[attr-defined]
     InferenceModel._to_batched_tensor = _to_batched_tensor

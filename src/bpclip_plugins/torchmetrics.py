@@ -19,9 +19,10 @@ with a one-time warning.
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -31,6 +32,7 @@ from torchmetrics import Metric
 
 from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import InputError
+from bpclip_core.inputs import check_dtype
 
 from .engines import shared_engine
 
@@ -44,12 +46,12 @@ def _wants_grad(*tensors: Any) -> bool:
     return torch.is_grad_enabled() and any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
-def _to_unit_range(images: Any, data_range: DataRange) -> tuple[Any, float]:
+def _to_unit_range(images: Any, data_range: DataRange, name: str) -> tuple[Any, float]:
     """(images, white) for the engine: a ``(min, max)`` range clamps to it and shifts min to 0, as SSIM does."""
     if isinstance(data_range, tuple):
         low, high = data_range
-        if isinstance(images, Tensor):
-            images = images.clamp(low, high) - low
+        if isinstance(images, Tensor):  # the dtype checked first: clamp would hide a bool, fail on complex
+            images = check_dtype(images, name).clamp(low, high) - low
         return images, float(high - low)
     return images, float(data_range)
 
@@ -68,9 +70,9 @@ def _bpclip_score_update(
     if target is not None and isinstance(preds, Tensor) and isinstance(target, Tensor) and preds.shape != target.shape:
         raise InputError(f"preds {tuple(preds.shape)} and target {tuple(target.shape)} must have the same shape")
     differentiable = _wants_grad(preds, target)
-    preds, white = _to_unit_range(preds, data_range)
+    preds, white = _to_unit_range(preds, data_range, "images")
     if target is not None:
-        target, _ = _to_unit_range(target, data_range)
+        target, _ = _to_unit_range(target, data_range, "references")
     output = engine.predict(preds, target, data_range=white, differentiable=differentiable)
     return output.score, output.adjective_probabilities
 
@@ -178,6 +180,8 @@ class BPCLIPScore(Metric):
     ``update`` runs without gradients. ``compute()`` before any ``update()`` warns and returns
     NaN (mean), 0 (sum) or an empty tensor (none). A no-reference metric given a ``target``
     (as inside a ``MetricCollection`` with full-reference metrics) ignores it, warning once.
+    A batch that ``update`` or ``forward`` rejects (it raises: NaN, an empty batch, a wrong
+    dtype) leaves the accumulated state exactly as it was, so ``compute()`` stays right.
 
     Example:
         >>> metric = BPCLIPScore(checkpoint="tiny-nr.safetensors")  # doctest: +SKIP
@@ -237,6 +241,59 @@ class BPCLIPScore(Metric):
             precision=self.precision,
             batch_size=self.batch_size,
         )
+
+    # torchmetrics' bookkeeping that forward()/update() change as they run, restored with the states
+    _BOOKKEEPING = (
+        "_update_count",
+        "_computed",
+        "_forward_cache",
+        "_to_sync",
+        "_should_unsync",
+        "compute_on_cpu",
+        "_enable_grad",
+        "_is_synced",
+        "_cache",
+    )
+
+    def _snapshot(self) -> dict[str, Any]:
+        """The accumulated states and the bookkeeping, as :meth:`_restore` puts them back."""
+        saved = {name: getattr(self, name) for name in self._BOOKKEEPING if hasattr(self, name)}
+        for name in self._defaults:
+            value = getattr(self, name)
+            # reset() clears list states in place and update() adds to ``total`` in place: copies
+            saved[name] = value.clone() if isinstance(value, Tensor) else list(value)
+        return saved
+
+    def _restore(self, saved: dict[str, Any]) -> None:
+        for name, value in saved.items():
+            setattr(self, name, value)
+
+    def _keeping_state_on_error(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call`` that, if it raises, first puts the states and bookkeeping back as they were."""
+
+        @functools.wraps(call)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            saved = self._snapshot()
+            try:
+                return call(*args, **kwargs)
+            except BaseException:
+                self._restore(saved)
+                raise
+
+        return guarded
+
+    def _wrap_update(self, update: Callable) -> Callable:
+        # torchmetrics counts the update before running it: a rejected one must not count
+        return self._keeping_state_on_error(super()._wrap_update(update))
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        """The batch value, accumulated into the state; a rejected batch leaves the state as it was.
+
+        torchmetrics' ``forward`` resets the state to score the batch alone and merges the
+        saved state back afterwards: if the batch is rejected, that merge never happens, so
+        the state (and torchmetrics' bookkeeping) is restored here.
+        """
+        return self._keeping_state_on_error(super().forward)(*args, **kwargs)
 
     def update(self, preds: Tensor, target: Tensor | None = None) -> None:
         """Score a batch; a rejected batch (bad shape, range, mode) leaves the state untouched."""

@@ -213,3 +213,13 @@ def test_long_strips_are_refused_from_the_header(tmp_path, monkeypatch):
     monkeypatch.setattr("PIL.ImageFile.ImageFile.load", lambda *_: pytest.fail("decoded before the check"))
     with pytest.raises(ImageReadError, match=r"strip.png: image is 32x4000000 px: its long side is 125000 times"):
         load_image(strip)
+
+
+def test_long_tensors_are_refused_before_the_network(nr_model):
+    engine = QualityEngine(nr_model, attention="eager", num_workers=0)
+    strip = torch.zeros(1, 3, 32, 32 * 40)  # 40:1, over the limit of 32:1
+    with pytest.raises(InputError, match="its long side is 40 times its short side"):
+        engine.predict(strip)
+    [result] = engine.score(strip)
+    assert "40 times its short side" in result.error
+    assert engine.predict(torch.zeros(1, 3, 32, 32 * 32)).score.shape == (1,)  # 32:1 still scores
