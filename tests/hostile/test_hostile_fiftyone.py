@@ -15,6 +15,7 @@ from PIL import Image
 from bpclip_plugins.fiftyone import (
     ERROR_TAG,
     NOTHING_TO_SCORE,
+    QualityTagging,
     compute_quality,
     get_quality_run,
     install_plugin,
@@ -23,6 +24,7 @@ from bpclip_plugins.fiftyone import (
 
 URI = "@bpclip/quality/compute_quality"
 UNTRAINED = "is the model trained"
+QUANTILES = QualityTagging(bands="quantiles")  # the bands whose 0/1/tied-sample warnings are checked here
 
 
 @pytest.fixture
@@ -109,7 +111,7 @@ def test_full_reference_on_a_view_that_hides_the_reference_field(make_dataset, i
     dataset.set_values("reference", dataset.values("filepath"))
     summary = _run(dataset.select_fields(), tiny_checkpoints["fr"], mode="fr", reference_field="reference")
     assert (summary.scored, summary.failed) == (3, 0)
-    assert None not in dataset.values("bpclip_score")
+    assert None not in dataset.values("bpclip_fr_score")  # FR's default field
 
 
 def test_the_operator_scores_a_select_fields_view(make_dataset, images, tiny_checkpoints):
@@ -131,10 +133,14 @@ def test_two_equal_scores_warn_that_the_model_may_be_untrained(make_dataset, ima
     twin = tmp_path / "twin.png"
     shutil.copy(images[0], twin)
     dataset = make_dataset([images[0], twin])
-    summary = _run(dataset, tiny_checkpoints["nr"])
+    summary = _run(dataset, tiny_checkpoints["nr"], tagging=QUANTILES)
     assert summary.scored == 2 and len(set(dataset.values("bpclip_score"))) == 1
     assert len(summary.warnings) == 1 and UNTRAINED in summary.warnings[0] and UNTRAINED in summary.message()
     assert not [t for t in dataset.count_sample_tags() if t.startswith("quality:")]
+    # absolute bands (the default) band the two on the model's scale, and still say they tie
+    summary = _run(dataset, tiny_checkpoints["nr"], overwrite=True)
+    assert len(summary.warnings) == 1 and UNTRAINED in summary.warnings[0]
+    assert sum(n for t, n in dataset.count_sample_tags().items() if t.startswith("quality:")) == 2
 
 
 def test_distinct_images_get_distinct_scores_and_no_warning(make_dataset, images, tiny_checkpoints):
@@ -145,10 +151,13 @@ def test_distinct_images_get_distinct_scores_and_no_warning(make_dataset, images
 
 def test_a_single_sample_is_not_blamed_on_the_model(make_dataset, images, tiny_checkpoints):
     dataset = make_dataset(images)
-    summary = _run(dataset.limit(1), tiny_checkpoints["nr"])
+    summary = _run(dataset.limit(1), tiny_checkpoints["nr"], tagging=QUANTILES)
     assert summary.scored == 1
     assert not any(UNTRAINED in w for w in summary.warnings)
     assert "at least 2 scored samples" in summary.warnings[0]
+    # an absolute band needs no other sample
+    summary = _run(dataset.limit(1), tiny_checkpoints["nr"], overwrite=True)
+    assert not summary.warnings and sum(summary.tags[t] for t in summary.tags if t.startswith("quality:")) == 1
 
 
 def test_all_media_missing_reports_the_failures_not_the_model(make_dataset, tmp_path, tiny_checkpoints):
@@ -173,7 +182,7 @@ def test_an_empty_view_says_so_and_leaves_the_dataset_alone(make_dataset, images
 def test_the_operator_shows_what_happened(make_dataset, images, tmp_path, tiny_checkpoints):
     install_plugin()
     dataset = make_dataset([images[0], tmp_path / "gone.png"])
-    params = {"checkpoint": str(tiny_checkpoints["nr"])}
+    params = {"checkpoint": str(tiny_checkpoints["nr"]), "bands": "quantiles"}
     for view, expected in [
         (dataset.match(F("filepath") == "nowhere"), NOTHING_TO_SCORE),
         (dataset.match(F("filepath").contains_str("gone")), "nothing was scored"),

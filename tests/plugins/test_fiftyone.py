@@ -150,7 +150,7 @@ def test_full_reference_samples_without_reference_are_reported(dataset, tiny_che
     summary = compute_quality(dataset, checkpoint=str(tiny_checkpoints["fr"]), mode="fr", reference_field="reference",
                               num_workers=0)  # fmt: skip
     assert summary.scored == 4 and summary.failed == 4
-    errors = _by_name(dataset, "bpclip_score_error")
+    errors = _by_name(dataset, "bpclip_fr_score_error")  # FR has its own default fields
     assert "no reference image" in errors["good5.png"]
     with pytest.raises(ValueError, match="reference_field"):
         compute_quality(dataset, checkpoint=str(tiny_checkpoints["fr"]), mode="fr")
@@ -205,7 +205,7 @@ def test_install_command_links_or_copies_the_plugin(tmp_path, capsys):
 
 
 def test_bands_over_tied_scores_are_refused_not_invented():
-    quantiles = QualityTagging()
+    quantiles = QualityTagging(bands="quantiles")
     assert not bands_are_meaningful([0.5, 0.5 + 1e-7, None, 0.5], quantiles)
     assert bands_are_meaningful([0.5, 0.6], quantiles)
     assert bands_are_meaningful([0.5, 0.5], QualityTagging(bands="thresholds", cut_points=(0.3, 0.6)))
@@ -218,10 +218,15 @@ def test_quantile_bands_over_scores_that_all_tie_are_refused(dataset, tmp_path):
     # CLIP's 0.01 saturates the tiny model's softmax: one-hot probabilities, every image alike
     saturated = preset("tiny", similarity_temperature=0.01)
     checkpoint = init_checkpoint(saturated, "nr", tmp_path / "saturated.safetensors", random=True)
-    summary = compute_quality(dataset, checkpoint=str(checkpoint), num_workers=0)
+    quantiles = QualityTagging(bands="quantiles")
+    summary = compute_quality(dataset, checkpoint=str(checkpoint), tagging=quantiles, num_workers=0)
     tags = dataset.count_sample_tags()
     assert summary.scored == 6 and not [t for t in tags if t.startswith("quality:")]
     assert "no quality bands" in summary.warnings[0]
+    # absolute bands do band tied scores (each is on the model's scale), and still say they tie
+    summary = compute_quality(dataset, checkpoint=str(checkpoint), overwrite=True, num_workers=0)
+    assert sum(n for t, n in dataset.count_sample_tags().items() if t.startswith("quality:")) == 6
+    assert "is the model trained" in summary.warnings[0]
 
 
 def test_each_run_owns_its_tags(dataset, tiny_checkpoints):

@@ -1,6 +1,9 @@
 """End to end: the FiftyOne App server on 127.0.0.1, driven by headless Chromium (Playwright
-with the Debian browser): open a dataset, run the operator from the operator browser, and
-check that scores and tags appear. The screenshot is kept in test-artifacts/."""
+with the Debian browser) on the example photos: a form that cannot run says why; in one App
+session the grid button runs the operator, the worst photos come first with their tags, "Sort
+by" offers the score, another model's run into the same field is refused in the form, and the
+runs operator lists and deletes the run. The screenshots (docs/images/fiftyone-*.png) are
+written to test-artifacts/."""
 
 import os
 import shutil
@@ -12,9 +15,7 @@ import urllib.request
 from pathlib import Path
 
 import fiftyone as fo
-import numpy as np
 import pytest
-from PIL import Image
 
 from bpclip_plugins.fiftyone import install_plugin
 
@@ -70,24 +71,29 @@ def _serve(tmp_path, **environment):
         log.close()
 
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
+PHOTOS = {  # real photos, two of them damaged: photo -> its reference
+    "astronaut.jpg": "astronaut.jpg", "astronaut_blurred.jpg": "astronaut.jpg", "chelsea.jpg": "chelsea.jpg",
+    "coffee.jpg": "coffee.jpg", "coffee_jpeg_q5.jpg": "coffee.jpg", "rocket.jpg": "rocket.jpg",
+}  # fmt: skip
+
+
 @pytest.fixture
-def app_dataset(tmp_path):
-    rng = np.random.default_rng(0)
+def app_dataset():
+    """The example photos (with a ``reference`` path field), as a persistent dataset the App server sees."""
     name = "bpclip-app-e2e"
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
     ds = fo.Dataset(name, persistent=True)
-    for i in range(4):
-        path = tmp_path / f"photo{i}.png"
-        coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        Image.fromarray(coarse).resize((160, 120), Image.BILINEAR).save(path)
-        ds.add_sample(fo.Sample(filepath=str(path)))
+    ds.add_samples(
+        [fo.Sample(filepath=str(EXAMPLES / photo), reference=str(EXAMPLES / ref)) for photo, ref in PHOTOS.items()]
+    )
     yield ds
     ds.delete()
 
 
-def _open_operator(playwright, url: str, dataset_name: str):
-    """Chromium on the dataset's page with the BPCLIP operator's form open: (browser, page)."""
+def _open_dataset(playwright, url: str, dataset_name: str):
+    """Chromium on the dataset's page: (browser, page)."""
     browser = playwright.chromium.launch(
         executable_path=CHROMIUM,
         args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -99,10 +105,21 @@ def _open_operator(playwright, url: str, dataset_name: str):
     dismiss = page.get_by_role("button", name="Dismiss")  # the App's promotional pop-up
     if dismiss.count():
         dismiss.first.click()
+    return browser, page
+
+
+def _browse_to(page, label: str, ready: str) -> None:
+    """Open an operator's form from the operator browser; waits for the text ``ready``."""
     page.locator('[data-cy="action-browse-operations"]').first.click(timeout=30_000)
-    page.locator('[data-cy="operators-browser-search"]').fill("BPCLIP")
-    page.get_by_text("BPCLIP: compute image quality").first.click(timeout=30_000)
-    page.get_by_text("Quality bands").first.wait_for(timeout=30_000)
+    page.locator('[data-cy="operators-browser-search"]').fill(label)
+    page.get_by_text(label).first.click(timeout=30_000)
+    page.get_by_text(ready).first.wait_for(timeout=30_000)
+
+
+def _open_operator(playwright, url: str, dataset_name: str):
+    """Chromium on the dataset's page with the BPCLIP operator's form open: (browser, page)."""
+    browser, page = _open_dataset(playwright, url, dataset_name)
+    _browse_to(page, "BPCLIP: compute image quality", "Quality bands")
     return browser, page
 
 
@@ -125,38 +142,81 @@ def test_a_run_that_cannot_work_says_why_in_the_app(app_dataset, broken_app_serv
     assert "bpclip_score" not in app_dataset.get_field_schema()  # nothing ran, nothing half-written
 
 
-def test_operator_from_the_app(app_dataset, app_server):
+def _wait_for_scores(dataset, field: str, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        dataset.reload()
+        if field in dataset.get_field_schema() and None not in dataset.values(field):
+            return
+        time.sleep(1)
+
+
+def _notified(page, text: str, timeout: int = 180_000) -> None:
+    page.get_by_text(text, exact=False).first.wait_for(timeout=timeout)
+
+
+GRID_BUTTON = '[data-item-id="@bpclip/quality/compute_quality"]'  # the operator's button in the grid's actions
+
+
+def test_the_app_runs_sorts_shows_tags_refuses_lists_and_deletes(app_dataset, app_server, tmp_path):
+    """One App session: the grid button opens the form; a run shows the worst photos first with
+    their tags; "Sort by" offers the score; a run with another checkpoint into the same field is
+    refused in the form; the runs operator lists the run and deletes it."""
     from playwright.sync_api import sync_playwright
+
+    from bpclip_core.checkpoint import init_checkpoint
 
     install_plugin()
     ARTIFACTS.mkdir(exist_ok=True)
+    other = init_checkpoint("tiny", "nr", tmp_path / "other-nr.safetensors", random=True)
     with sync_playwright() as playwright:
-        browser, page = _open_operator(playwright, app_server, app_dataset.name)
-        page.screenshot(path=str(ARTIFACTS / "fiftyone-operator-form.png"))
+        browser, page = _open_dataset(playwright, app_server, app_dataset.name)
         try:
+            # the grid's "BPCLIP quality" button opens the form
+            page.locator(GRID_BUTTON).first.click(timeout=60_000)
+            page.get_by_text("Quality bands").first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1000)
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-operator-form.png"))
             page.get_by_role("button", name="Execute").click(timeout=60_000)
-            # the outcome is said in the App: which model, how many scored
-            page.get_by_text("4 scored, 0 failed", exact=False).first.wait_for(timeout=180_000)
+            _notified(page, "6 scored, 0 failed")  # which model, how many scored
             page.screenshot(path=str(ARTIFACTS / "fiftyone-run-notice.png"))
+            page.get_by_role("button", name="Done").click(timeout=30_000)  # close the progress dialog
+            _wait_for_scores(app_dataset, "bpclip_score")
+            # the worst photo first, its tags shown without ticking "sample tags"
+            page.get_by_text("quality:low", exact=True).first.wait_for(timeout=60_000)
+            page.get_by_text("adjective:blocky", exact=False).first.wait_for(timeout=30_000)
+            page.wait_for_timeout(1500)
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-app.png"))
+            # "Sort by" offers the indexed score field
+            page.locator('input[placeholder="Sort by"]').first.click(timeout=30_000)
+            page.get_by_text("bpclip_score", exact=True).last.wait_for(timeout=30_000)
+            page.keyboard.press("Escape")
+            # another checkpoint into the same field: refused in the form, with the reason
+            page.locator(GRID_BUTTON).first.click(timeout=30_000)
+            page.get_by_text("Quality bands").first.wait_for(timeout=30_000)
+            page.locator("xpath=//p[starts-with(., 'Path or cache name')]/following::input[1]").fill(str(other))
+            _notified(page, "holds 6 scores of another model", timeout=60_000)
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-refusal.png"))
+            page.keyboard.press("Escape")
+            # the runs operator lists the run and deletes it
+            page.reload(wait_until="load")
+            page.locator('[data-cy="action-browse-operations"]').first.wait_for(timeout=90_000)
+            _browse_to(page, "BPCLIP: list or delete quality runs", "Run to delete")
+            page.get_by_text("bpclip-nr", exact=False).first.wait_for(timeout=30_000)
+            page.screenshot(path=str(ARTIFACTS / "fiftyone-runs.png"))
+            page.get_by_role("combobox").last.click(timeout=30_000)
+            page.get_by_role("option", name="bpclip_score").click(timeout=30_000)
+            page.get_by_role("button", name="Execute").click(timeout=30_000)
+            _notified(page, "deleted run 'bpclip_score'", timeout=60_000)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "fiftyone-app-failure.png"))
-            raise
-        deadline = time.time() + 180
-        while time.time() < deadline:
+            (ARTIFACTS / "fiftyone-app-failure.html").write_text(page.content())
             app_dataset.reload()
-            if "bpclip_score" in app_dataset.get_field_schema() and None not in app_dataset.values("bpclip_score"):
-                break
-            time.sleep(1)
-        page.reload(wait_until="load")
-        page.get_by_text("bpclip_score", exact=True).first.wait_for(timeout=60_000)
-        row = page.locator("div", has=page.get_by_text("sample tags", exact=True)).last
-        row.locator("svg").last.click()  # the chevron: expand the tag counts
-        page.locator('input[placeholder*="filter by sample tag"]').first.click(timeout=30_000)  # lists the tags
-        shown_tag = page.get_by_text("quality:", exact=False).first
-        shown_tag.wait_for(timeout=30_000)
-        page.wait_for_timeout(1000)
-        page.screenshot(path=str(ARTIFACTS / "fiftyone-app.png"))
-        browser.close()
-    assert None not in app_dataset.values("bpclip_score"), "the operator did not score every sample"
-    tags = app_dataset.count_sample_tags()
-    assert sum(n for t, n in tags.items() if t.startswith("quality:")) == 4
+            if "bpclip_score_error" in app_dataset.get_field_schema():  # why samples failed, if they did
+                print(dict(zip(app_dataset.values("filepath"), app_dataset.values("bpclip_score_error"))))
+            raise
+        finally:
+            browser.close()
+    app_dataset.reload()
+    assert "bpclip_score" not in app_dataset.get_field_schema() and not app_dataset.count_sample_tags()

@@ -19,8 +19,19 @@ Use it from a notebook (:func:`compute_quality`) or from the App through the plu
 - results are written in bulk every few batches, so a run killed half-way keeps what it
   wrote, and a rerun scores only the samples still without a score (unless ``overwrite``);
 - fields that exist and were not written by a bpclip run are never overwritten unless asked;
-- every run is recorded on the dataset (``list_quality_runs``, ``get_quality_run``,
-  ``delete_quality_run``), the way brain runs are.
+- default fields: ``bpclip_score``/``bpclip_adjectives`` for NR, ``bpclip_fr_score``/
+  ``bpclip_fr_adjectives`` for FR;
+- every run is a FiftyOne brain run of method ``bpclip`` (``dataset.list_brain_runs()``; see
+  :mod:`.runs`), also read through ``list_quality_runs``, ``get_quality_run`` and
+  ``delete_quality_run``. It records the model: its description, the checkpoint's digest, path
+  and name, and the mode. Resuming or rerunning into a score field that holds another model's
+  (or mode's) scores is refused with the reason, before any work: choose a new field, or
+  ``overwrite=True``, which rescores the run's samples and clears the old model's scores (and
+  tags) everywhere else, so a field never mixes two models;
+- quality bands are absolute by default (``thresholds``): cut points on the model's calibrated
+  score scale (normalised MOS of its card, 1 = best), so a set of pristine photos is not a third
+  "low"; ``quantiles`` cuts at quantiles of the run's scores instead;
+- the score field is indexed (the App's "Sort by" offers it).
 """
 
 from __future__ import annotations
@@ -47,6 +58,10 @@ ADJECTIVE_TAG_PREFIX = "adjective:"
 PLUGIN_NAME = "@bpclip/quality"
 PLUGIN_SOURCE = Path(__file__).with_name("plugin")
 BANDS = ("none", "thresholds", "quantiles")
+# default cut points: on the normalised score (the card's MOS scale mapped to [0, 1], 1 = best),
+# below the scale's middle is "low" and its top quarter "high"; quantile bands cut in thirds
+DEFAULT_CUT_POINTS = {"thresholds": (0.5, 0.75), "quantiles": (1 / 3, 2 / 3), "none": (0.5, 0.75)}
+DEFAULT_FIELDS = {"nr": ("bpclip_score", "bpclip_adjectives"), "fr": ("bpclip_fr_score", "bpclip_fr_adjectives")}
 SUMMARY_FIELDS = ("score", "adjectives", "error")  # the keys of a summary's ``fields``
 NOTHING_TO_SCORE = "the view has no samples: nothing to score"
 
@@ -56,21 +71,25 @@ class QualityTagging:
     """How samples are tagged after scoring.
 
     Attributes:
-        bands: ``none``, ``thresholds`` (cut the score at ``cut_points``) or ``quantiles``
-            (cut at those quantiles of the view's scores).
-        cut_points: increasing cut points, one fewer than ``labels``.
+        bands: ``thresholds`` (absolute bands, the default: cut the normalised score, the
+            model's calibrated scale, at ``cut_points``), ``quantiles`` (cut at those quantiles
+            of the view's scores) or ``none``.
+        cut_points: increasing cut points, one fewer than ``labels``; None: the bands' default
+            (:data:`DEFAULT_CUT_POINTS`: 0.5 and 0.75 on the score, thirds for quantiles).
         labels: band names, worst first; tags read ``quality:<label>``.
         tag_adjectives: tag each sample with its dominant adjective (``adjective:<word>``).
     """
 
-    bands: str = "quantiles"
-    cut_points: tuple[float, ...] = (1 / 3, 2 / 3)
+    bands: str = "thresholds"
+    cut_points: tuple[float, ...] | None = None
     labels: tuple[str, ...] = ("low", "medium", "high")
     tag_adjectives: bool = True
 
     def __post_init__(self) -> None:
         if self.bands not in BANDS:
             raise ValueError(f"bands must be one of {BANDS}, got {self.bands!r}")
+        if self.cut_points is None:  # frozen: set once, here
+            object.__setattr__(self, "cut_points", DEFAULT_CUT_POINTS[self.bands])
         if len(self.labels) != len(self.cut_points) + 1:
             raise ValueError(f"{len(self.cut_points)} cut points need {len(self.cut_points) + 1} labels")
         if list(self.cut_points) != sorted(self.cut_points):
@@ -95,6 +114,21 @@ def bands_are_meaningful(scores: list[float | None], tagging: QualityTagging) ->
     """False for quantile bands over scores that all tie (within ``TIE_TOLERANCE``)."""
     valid = [s for s in scores if s is not None]
     return tagging.bands != "quantiles" or (len(valid) > 1 and max(valid) - min(valid) > TIE_TOLERANCE)
+
+
+def bands_on_scale(tagging: QualityTagging, scale: Any) -> str:
+    """How the bands cut, for the run's record and summary: absolute cut points are also given
+    on the model card's MOS scale (``scale``: a :class:`bpclip_core.config.ScoreScale`)."""
+    if tagging.bands == "none":
+        return "no quality bands"
+    cuts = ", ".join(f"{c:g}" for c in tagging.cut_points)
+    if tagging.bands == "quantiles":
+        return f"quantile bands {tagging.labels} at quantiles {cuts} of the run's scores"
+    mos = ", ".join(f"{float(scale.to_mos(c)):.3g}" for c in tagging.cut_points)
+    return (
+        f"absolute bands {tagging.labels} at scores {cuts} (MOS {mos} on the model's "
+        f"{scale.mos_min:g}-{scale.mos_max:g} scale)"
+    )
 
 
 def default_tag_prefix(score_field: str) -> str:
@@ -126,6 +160,7 @@ class QualityRunSummary:
     fields: dict[str, str] = field(default_factory=dict)
     tags: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    bands: str = ""  # how the quality bands cut (:func:`bands_on_scale`)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,16 +172,63 @@ class QualityRunSummary:
 
 
 def _bpclip_runs(dataset: Any) -> list[str]:
-    return [key for key in dataset.list_runs() if dataset.get_run_info(key).config.method == RUN_METHOD]
+    from .runs import quality_runs
+
+    return quality_runs(dataset)
+
+
+def _run_config(dataset: Any, run_key: str) -> Any:
+    from .runs import run_config
+
+    return run_config(dataset, run_key)
 
 
 def _owned_fields(dataset: Any) -> dict[str, str]:
     """field name -> run key, for every field a bpclip run wrote."""
     owned = {}
     for key in _bpclip_runs(dataset):
-        for name in dataset.get_run_info(key).config.fields:
+        for name in _run_config(dataset, key).fields:
             owned[name] = key
     return owned
+
+
+def default_fields(mode: str) -> tuple[str, str]:
+    """(score field, adjectives field) of a run of ``mode`` that names none."""
+    return DEFAULT_FIELDS.get(mode, DEFAULT_FIELDS["nr"])
+
+
+def _free_field(dataset: Any, candidates: list[str]) -> str:
+    """The first of ``candidates`` (then ``<last>_2``, ``_3`` ...) that is not a field of the dataset."""
+    schema = dataset.get_field_schema()
+    for name in candidates:
+        if name not in schema:
+            return name
+    n = 2
+    while f"{candidates[-1]}_{n}" in schema:
+        n += 1
+    return f"{candidates[-1]}_{n}"
+
+
+def _check_same_model(dataset: Any, score_field: str, identity: Any) -> None:
+    """Refuse a run into ``score_field`` when the scores there came from another model or mode:
+    a resumed or repeated run would skip them and leave two models' scores in one field."""
+    owner = _owned_fields(dataset).get(score_field)
+    if owner is None:
+        return
+    recorded = _run_config(dataset, owner).identity()
+    if (recorded.model_hash, recorded.mode) == (identity.model_hash, identity.mode):
+        return
+    held = len(dataset.exists(score_field))
+    if not held:
+        return
+    other = _free_field(dataset, [default_fields(identity.mode)[0], f"{score_field}_{identity.mode}"])
+    raise RunOptionError(
+        "score_field",
+        f"field {score_field!r} holds {held} scores of another model: {recorded.short()} (run {owner!r}); "
+        f"this run would score with {identity.short()}. A field must hold one model's scores: choose a new "
+        f"score field (e.g. {other!r}), or overwrite (overwrite=True, the form's 'Overwrite existing scores') "
+        "to replace all of them",
+    )
 
 
 class RunOptionError(ValueError):
@@ -180,8 +262,8 @@ def iter_compute_quality(
     zero_shot: bool = False,
     mode: str = "nr",
     reference_field: str | None = None,
-    score_field: str = "bpclip_score",
-    adjectives_field: str = "bpclip_adjectives",
+    score_field: str | None = None,
+    adjectives_field: str | None = None,
     top_k: int = 3,
     tagging: QualityTagging | None = None,
     batch_size: int = 8,
@@ -194,53 +276,84 @@ def iter_compute_quality(
 ) -> Iterator[dict[str, Any]]:
     """:func:`compute_quality` as a generator of progress updates ``{"progress", "label"}``.
 
-    Its return value (``StopIteration.value``) is the :class:`QualityRunSummary`. A failure
-    after the run was recorded marks the run ``failed`` (with the reason) and is re-raised.
+    ``score_field`` and ``adjectives_field`` default to :func:`default_fields` of the mode. Its
+    return value (``StopIteration.value``) is the :class:`QualityRunSummary`. A failure after
+    the run was recorded marks the run ``failed`` (with the reason) and is re-raised.
     """
+    from .runs import QualityRun, QualityRunConfig, QualityRunResults, model_identity
+
     tagging = tagging or QualityTagging()
     dataset = samples._dataset
+    score_field = score_field or default_fields(mode)[0]
+    adjectives_field = adjectives_field or default_fields(mode)[1]
     run_key = run_key or score_field
     prefix = default_tag_prefix(score_field) if tag_prefix is None else tag_prefix
     fields = check_run_options(
         dataset, checkpoint, zero_shot, mode, reference_field, score_field, adjectives_field, run_key, prefix, overwrite
     )
+    identity = model_identity(checkpoint, zero_shot, mode)
+    owner = _owned_fields(dataset).get(score_field)
+    previous = _run_config(dataset, owner).identity() if owner is not None else None
     engine = shared_engine(
         checkpoint, zero_shot, mode, device=device, batch_size=batch_size,
         top_k=top_k, num_workers=num_workers,
     )  # fmt: skip
+    bands = bands_on_scale(tagging, engine.model.card.score_scale)
     parameters = {
         "checkpoint": checkpoint, "zero_shot": zero_shot, "mode": mode, "reference_field": reference_field,
-        "top_k": top_k, "tagging": asdict(tagging), "batch_size": batch_size, "device": str(engine.device),
-        "overwrite": overwrite, "tag_prefix": prefix,
+        "top_k": top_k, "tagging": asdict(tagging), "bands": bands, "batch_size": batch_size,
+        "device": str(engine.device), "overwrite": overwrite, "tag_prefix": prefix,
     }  # fmt: skip
     # the run's samples, fixed now and then read by id on the dataset: the view may hide the run's
     # fields (select_fields) or stop matching once they are written (a match on missing scores)
     ids = samples.values("id")
     summary = QualityRunSummary(run_key, engine.description, 0, 0, 0, 0, dict(zip(SUMMARY_FIELDS, fields)))
+    summary.bands = bands
     if not ids:  # nothing to do: the dataset and its run records stay as they are
         summary.warnings.append(NOTHING_TO_SCORE)
         yield {"progress": 1.0, "label": summary.message()}
         return summary
-    config = dataset.init_run(
-        method=RUN_METHOD, model=engine.description, fields=fields, parameters=parameters, status="running"
-    )
-    dataset.register_run(run_key, config, overwrite=True)
+    config = QualityRunConfig.for_run(engine.description, identity, fields, parameters)
+    method = config.build()
+    method.register_run(dataset, run_key, overwrite=True, cleanup=False)  # a resumed run keeps its fields
     try:
+        cleared = 0
+        if previous is not None and (previous.model_hash, previous.mode) != (identity.model_hash, identity.mode):
+            cleared = _clear_outside(dataset, ids, fields, prefix)  # overwrite: one model per field
         yield from _score_and_tag(dataset, ids, engine, summary, mode, reference_field, tagging, prefix, overwrite,
                                   write_every)  # fmt: skip
+        if cleared:
+            summary.warnings.append(
+                f"cleared {cleared} results of the previous model {previous.short()} outside this run's samples"
+            )
     except BaseException as exc:
         config.status = "interrupted" if isinstance(exc, (GeneratorExit, KeyboardInterrupt)) else "failed"
         config.parameters = {**config.parameters, "failure": f"{type(exc).__name__}: {exc}"}
-        dataset.update_run_config(run_key, config)
+        QualityRun.update_run_config(dataset, run_key, config)
         raise
     config.status = "completed"
-    dataset.update_run_config(run_key, config)
-    results = dataset.init_run_results(
-        run_key, summary=summary.to_dict(), finished=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    )
-    dataset.save_run_results(run_key, results, overwrite=True)
+    QualityRun.update_run_config(dataset, run_key, config)
+    finished = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    results = QualityRunResults(dataset, config, run_key, summary=summary.to_dict(), finished=finished, backend=method)
+    method.save_run_results(dataset, run_key, results, overwrite=True)
     yield {"progress": 1.0, "label": summary.message()}
     return summary
+
+
+def _clear_outside(dataset: Any, ids: list[str], fields: list[str], prefix: str) -> int:
+    """Clear the results (scores, adjectives, errors and this run's tags) of the samples outside
+    ``ids``: what an overwrite with another model would otherwise leave behind. Returns how many."""
+    schema = dataset.get_field_schema()
+    present = [name for name in fields if name in schema]
+    keep = set(ids)
+    stale = sorted({i for name in present for i in dataset.exists(name).values("id")} - keep)
+    for name in present if stale else []:
+        dataset.set_values(name, dict.fromkeys(stale), key_field="id")
+    for batch in _by_ids(dataset, stale):
+        ours = owned_tags(batch.distinct("tags"), prefix)
+        if ours:
+            batch.untag_samples(ours)
+    return len(stale)
 
 
 def check_run_options(
@@ -254,8 +367,12 @@ def check_run_options(
     run_key: str,
     tag_prefix: str,
     overwrite: bool,
+    identity: Any = None,
 ) -> list[str]:
     """Everything about a run that can be refused before any work; returns its fields.
+
+    ``identity`` is the run's :class:`.runs.ModelIdentity` (found from the options when None;
+    an unreadable checkpoint raises the checkpoint module's error).
 
     Raises :class:`RunOptionError` (a ValueError) naming the option and the reason (the App
     shows it under that form field).
@@ -271,14 +388,24 @@ def check_run_options(
         raise RunOptionError("model", "zero-shot CLIP is no-reference only; FR scoring needs a BPCLIP FR checkpoint")
     if not run_key.isidentifier():
         raise RunOptionError("score_field", f"run key {run_key!r} must be a valid Python identifier")
+    if run_key in dataset.list_brain_runs() and run_key not in _bpclip_runs(dataset):
+        raise RunOptionError(
+            "score_field", f"brain key {run_key!r} belongs to another brain method; choose another score field"
+        )
     fields = [score_field, adjectives_field, f"{score_field}_error"]
     _check_fields(dataset, fields, run_key, overwrite)
+    if identity is None:
+        from .runs import model_identity
+
+        identity = model_identity(checkpoint, zero_shot, mode)
+    if not overwrite:
+        _check_same_model(dataset, score_field, identity)
     if mode == "fr" and reference_field not in dataset.get_field_schema():
         raise RunOptionError(
             "reference_field", f"reference field {reference_field!r} does not exist on dataset {dataset.name!r}"
         )
     for other in _bpclip_runs(dataset):
-        other_prefix = dataset.get_run_info(other).config.parameters.get("tag_prefix", "")
+        other_prefix = _run_config(dataset, other).parameters.get("tag_prefix", "")
         if other != run_key and other_prefix == tag_prefix:
             raise RunOptionError(
                 "tag_prefix",
@@ -330,6 +457,8 @@ def _score_and_tag(
         dataset.add_sample_field(score_field, fo.FloatField)
     if adjectives_field not in dataset.get_field_schema():
         dataset.add_sample_field(adjectives_field, fo.ListField, subfield=fo.StringField)
+    if score_field not in dataset.list_indexes():  # the App sorts only by indexed fields
+        dataset.create_index(score_field)
 
     total = len(view_ids)
     names = ["filepath", score_field] + ([reference_field] if mode == "fr" else [])
@@ -431,6 +560,11 @@ def _retag(
         for sample_id, label in zip(ids, band_labels(scores, tagging)):
             if label is not None:
                 groups[quality_tag + label].append(sample_id)
+        tied = not bands_are_meaningful(scores, QualityTagging(bands="quantiles"))
+        if tagging.bands == "thresholds" and scored > 1 and tied:  # banded, but worth a look
+            warnings.append(
+                f"all {scored} scores are equal within {TIE_TOLERANCE:g} (is the model trained? see the run's model)"
+            )
     elif scored == 1:
         warnings.append("no quality bands: quantile bands need at least 2 scored samples, 1 was scored")
     else:
@@ -491,12 +625,13 @@ def list_quality_runs(dataset: Any) -> list[str]:
 
 
 def get_quality_run(dataset: Any, run_key: str) -> dict[str, Any]:
-    """A run's record: when, which model, parameters, fields, status and (when finished) its summary."""
+    """A run's record: when, which model (description, hash, checkpoint, mode), parameters,
+    fields, status and (when finished) its summary."""
     if run_key not in _bpclip_runs(dataset):
         raise KeyError(f"no bpclip run {run_key!r} on dataset {dataset.name!r}; runs: {_bpclip_runs(dataset)}")
-    info = dataset.get_run_info(run_key)
+    info = dataset.get_brain_info(run_key)
     record = {"run_key": run_key, "timestamp": str(info.timestamp), **info.config.serialize()}
-    results = dataset.load_run_results(run_key)
+    results = dataset.load_brain_results(run_key, load_view=False)
     if results is not None:
         record["summary"] = getattr(results, "summary", None)
         record["finished"] = getattr(results, "finished", None)
@@ -504,16 +639,14 @@ def get_quality_run(dataset: Any, run_key: str) -> dict[str, Any]:
 
 
 def delete_quality_run(dataset: Any, run_key: str, delete_fields: bool = True) -> None:
-    """Delete a run record and (by default) the fields and tags it wrote; other runs' stay."""
-    record = get_quality_run(dataset, run_key)
-    if delete_fields:
-        for name in record["fields"]:
-            if name in dataset.get_field_schema():
-                dataset.delete_sample_field(name)
-        ours = owned_tags(dataset.distinct("tags"), record["parameters"].get("tag_prefix", ""))
-        if ours:
-            dataset.untag_samples(ours)
-    dataset.delete_run(run_key)
+    """Delete a run record and (by default) the fields, index and tags it wrote; other runs' stay.
+
+    ``dataset.delete_brain_run(run_key)`` does the same (with the fields).
+    """
+    from .runs import QualityRun
+
+    get_quality_run(dataset, run_key)  # a KeyError naming the runs there are
+    QualityRun.delete_run(dataset, run_key, cleanup=delete_fields)
 
 
 def install_plugin(plugins_dir: str | Path | None = None, copy: bool = False) -> Path:

@@ -12,33 +12,44 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from bpclip_plugins.fiftyone import (
-    BANDS,
+    DEFAULT_CUT_POINTS,
     QualityTagging,
     RunOptionError,
     check_run_options,
+    default_fields,
     default_tag_prefix,
+    delete_quality_run,
+    get_quality_run,
     iter_compute_quality,
+    list_quality_runs,
 )
+
+BAND_LABELS = {
+    "thresholds": "absolute: cut points on the model's calibrated score (0 to 1, 1 = best)",
+    "quantiles": "quantiles of this run's scores",
+    "none": "none",
+}
 
 
 def options_from_params(params: dict[str, Any]) -> dict[str, Any]:
     """The keyword arguments of :func:`iter_compute_quality` for the operator's form values."""
     mode = params.get("mode", "nr")
-    bands = params.get("bands", "quantiles")
+    bands = params.get("bands", "thresholds")
     text = str(params.get("cut_points") or "").strip()
     try:
-        cuts = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip()) if text else (1 / 3, 2 / 3)
+        cuts = tuple(float(v) for v in text.replace(";", ",").split(",") if v.strip()) if text else None
     except ValueError as exc:
         raise ValueError(f"cut points must be comma-separated numbers, got {text!r}") from exc
-    labels = ("low", "medium", "high") if len(cuts) == 2 else tuple(f"band{i}" for i in range(len(cuts) + 1))
+    three = cuts is None or len(cuts) == 2
+    labels = ("low", "medium", "high") if three else tuple(f"band{i}" for i in range(len(cuts) + 1))
     use_zero_shot = params.get("model", "checkpoint") == "zero_shot"
     return {
         "checkpoint": None if use_zero_shot else (params.get("checkpoint") or None),
         "zero_shot": use_zero_shot,
         "mode": mode,
         "reference_field": params.get("reference_field") if mode == "fr" else None,
-        "score_field": params.get("score_field") or "bpclip_score",
-        "adjectives_field": params.get("adjectives_field") or "bpclip_adjectives",
+        "score_field": params.get("score_field") or default_fields(mode)[0],
+        "adjectives_field": params.get("adjectives_field") or default_fields(mode)[1],
         "top_k": int(params.get("top_k", 3)),
         "tagging": QualityTagging(bands=bands, cut_points=cuts, labels=labels,
                                   tag_adjectives=bool(params.get("tag_adjectives", True))),
@@ -84,6 +95,16 @@ def form_problem(ctx: Any) -> tuple[str, str] | None:
     return None
 
 
+def worst_first(view: Any, score_field: str) -> Any:
+    """The scored samples of ``view``, worst score first (unscored ones would sort before them)."""
+    return view.exists(score_field).sort_by(score_field)
+
+
+def _invalid(problem: tuple[str, str] | None) -> dict[str, dict[str, Any]]:
+    """Form field -> the ``invalid``/``error_message`` keywords that mark it in the App."""
+    return {} if problem is None else {problem[0]: {"invalid": True, "error_message": problem[1]}}
+
+
 def _path_fields(ctx: Any) -> list[str]:
     """The dataset's string fields other than ``filepath``: candidates for reference paths."""
     import fiftyone as fo
@@ -109,11 +130,15 @@ class ComputeQuality(foo.Operator):
             allow_delegated_execution=True,
         )
 
+    def resolve_placement(self, ctx: Any) -> types.Placement:
+        """A "BPCLIP quality" button in the samples grid's actions row."""
+        return types.Placement(
+            types.Places.SAMPLES_GRID_ACTIONS,
+            types.Button(label="BPCLIP quality", icon="high_quality", prompt=True),  # a Material icon,
+        )
+
     def resolve_input(self, ctx: Any) -> types.Property:
-        problem = form_problem(ctx)
-        invalid: dict[str, dict[str, Any]] = {}
-        if problem is not None:
-            invalid[problem[0]] = {"invalid": True, "error_message": problem[1]}
+        invalid = _invalid(form_problem(ctx))
         inputs = types.Object()
         inputs.view_target(ctx)
         modes = types.RadioGroup()
@@ -139,8 +164,10 @@ class ComputeQuality(foo.Operator):
                 description="Path or cache name; empty: BPCLIP_CHECKPOINT, the cache, then the bundled default model",
                 **invalid.get("checkpoint", {}),
             )
-        inputs.str("score_field", default="bpclip_score", label="Score field", **invalid.get("score_field", {}))
-        inputs.str("adjectives_field", default="bpclip_adjectives", label="Adjectives field",
+        score_default, adjectives_default = default_fields(ctx.params.get("mode", "nr"))
+        inputs.str("score_field", label="Score field", description=f"empty: {score_default}",
+                   **invalid.get("score_field", {}))  # fmt: skip
+        inputs.str("adjectives_field", label="Adjectives field", description=f"empty: {adjectives_default}",
                    **invalid.get("adjectives_field", {}))  # fmt: skip
         inputs.str(
             "tag_prefix", label="Tag prefix",
@@ -149,15 +176,17 @@ class ComputeQuality(foo.Operator):
         )  # fmt: skip
         inputs.int("top_k", default=3, min=1, max=40, label="Dominant adjectives per sample")
         band_choices = types.Dropdown()
-        for name in BANDS:
-            band_choices.add_choice(name, label=name)
-        inputs.enum("bands", band_choices.values(), default="quantiles", label="Quality bands", view=band_choices)
-        inputs.str("cut_points", default="0.333,0.667", label="Band cut points (scores or quantiles)",
+        for name, label in BAND_LABELS.items():
+            band_choices.add_choice(name, label=label)
+        inputs.enum("bands", band_choices.values(), default="thresholds", label="Quality bands", view=band_choices)
+        bands = ctx.params.get("bands", "thresholds")
+        cuts = ",".join(f"{c:.3g}" for c in DEFAULT_CUT_POINTS.get(bands, DEFAULT_CUT_POINTS["thresholds"]))
+        inputs.str("cut_points", label="Band cut points (scores or quantiles)", description=f"empty: {cuts}",
                    **invalid.get("cut_points", {}))  # fmt: skip
         inputs.bool("tag_adjectives", default=True, label="Tag the dominant adjective")
         inputs.int("batch_size", default=8, min=1, label="Batch size")
         inputs.str("device", default="auto", label="Device (auto, cpu, cuda, mps)")
-        inputs.bool("overwrite", default=False, label="Overwrite existing scores")
+        inputs.bool("overwrite", default=False, label="Overwrite existing scores", **invalid.get("overwrite", {}))
         return types.Property(inputs, view=types.View(label="BPCLIP quality"))
 
     def execute(self, ctx: Any) -> Any:
@@ -185,10 +214,11 @@ class ComputeQuality(foo.Operator):
             return
         fields = [summary.fields["score"], summary.fields["adjectives"]]
         yield ctx.ops.reload_dataset()
-        yield ctx.ops.set_active_fields(fields=fields)  # the new fields shown in the sidebar
+        yield ctx.ops.set_view(view=worst_first(ctx.target_view(), fields[0]))  # the worst images first
+        yield ctx.ops.set_active_fields(fields=[*fields, "tags"])  # the new fields and the tags shown
         message = (
             f"BPCLIP ({summary.model}): {summary.scored} scored, {summary.failed} failed, "
-            f"{summary.skipped} skipped; scores in '{fields[0]}'"
+            f"{summary.skipped} skipped; scores in '{fields[0]}', worst first"
         )
         failed = f" (reasons in '{summary.fields['error']}')" if summary.failed else ""
         warning = "; ".join(summary.warnings)
@@ -196,6 +226,70 @@ class ComputeQuality(foo.Operator):
         yield ctx.ops.notify(message + failed + (f". {warning}" if warning else ""), variant=variant)
 
 
+def runs_table(dataset: Any) -> str:
+    """The dataset's quality runs as a Markdown table (model, checkpoint, mode, status, counts)."""
+    rows = ["| run | model (checkpoint digest) | mode | status | scored / failed / skipped | finished |",
+            "|---|---|---|---|---|---|"]  # fmt: skip
+    for key in list_quality_runs(dataset):
+        record = get_quality_run(dataset, key)
+        summary = record.get("summary") or {}
+        counts = " / ".join(str(summary.get(k, "-")) for k in ("scored", "failed", "skipped"))
+        model = f"{record.get('checkpoint_name')} `{str(record.get('model_hash'))[:19]}…`"
+        finished = str(record.get("finished") or "-").replace("T", " ")[:16]
+        rows.append(f"| {key} | {model} | {str(record.get('mode')).upper()} | {record['status']} | {counts} | "
+                    f"{finished} |")  # fmt: skip
+    return "\n".join(rows)
+
+
+class QualityRuns(foo.Operator):
+    """List the dataset's BPCLIP quality runs and delete one (its fields, index and tags too)."""
+
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="quality_runs",
+            label="BPCLIP: list or delete quality runs",
+            description="The quality runs recorded on the dataset; delete one with its fields and tags",
+            dynamic=True,
+        )
+
+    def resolve_placement(self, ctx: Any) -> types.Placement:
+        """A button beside it, among the grid's secondary actions."""
+        return types.Placement(
+            types.Places.SAMPLES_GRID_SECONDARY_ACTIONS,
+            types.Button(label="BPCLIP quality runs", icon="manage_search", prompt=True),
+        )
+
+    def resolve_input(self, ctx: Any) -> types.Property:
+        inputs = types.Object()
+        runs = list_quality_runs(ctx.dataset) if ctx.dataset is not None else []
+        if not runs:
+            inputs.view("no_runs", types.Warning(label="No BPCLIP quality runs on this dataset"))
+            return types.Property(inputs, view=types.View(label="BPCLIP quality runs"))
+        inputs.md(runs_table(ctx.dataset), name="runs")
+        choices = types.Dropdown()
+        for key in runs:
+            choices.add_choice(key, label=key)
+        inputs.enum("run_key", choices.values(), required=True, label="Run to delete", view=choices)
+        inputs.bool("delete_fields", default=True, label="Also delete its fields, index and tags")
+        return types.Property(inputs, view=types.View(label="BPCLIP quality runs"))
+
+    def execute(self, ctx: Any) -> Any:
+        """Delete the chosen run; the App is told and reloaded."""
+        key = ctx.params.get("run_key")
+        if not key:
+            ctx.ops.notify("BPCLIP: no run chosen, nothing deleted", variant="warning")
+            return {"deleted": None}
+        fields = get_quality_run(ctx.dataset, key)["fields"]
+        delete_fields = bool(ctx.params.get("delete_fields", True))
+        delete_quality_run(ctx.dataset, key, delete_fields=delete_fields)
+        ctx.ops.reload_dataset()
+        removed = f" and its fields {', '.join(fields)} and tags" if delete_fields else " (fields kept)"
+        ctx.ops.notify(f"BPCLIP: deleted run '{key}'{removed}", variant="success")
+        return {"deleted": key}
+
+
 def register(plugin: Any) -> None:
     """FiftyOne's plugin entry point."""
     plugin.register(ComputeQuality)
+    plugin.register(QualityRuns)
