@@ -84,7 +84,8 @@ def _assert_close(got: object, want: object) -> None:
 
 def _csv_rows(text: str) -> list[dict]:
     rows = list(csv.DictReader(io.StringIO(text)))
-    return [{**r, **{k: float(r[k]) if r[k] else None for k in ("score", "mos")}} for r in rows]
+    numbers = [k for k in rows[0] if k in ("score", "mos") or k.endswith("_goodness")] if rows else []
+    return [{**r, **{k: float(r[k]) if r[k] else None for k in numbers}} for r in rows]
 
 
 @pytest.mark.slow

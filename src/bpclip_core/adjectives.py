@@ -24,6 +24,11 @@ DIMENSIONS: tuple[str, ...] = (
 )
 
 
+def goodness_column(dimension: str) -> str:
+    """One dimension's goodness column (CLI CSV, Ray): ``overall quality`` -> ``overall_quality_goodness``."""
+    return f"{dimension.replace(' ', '_')}_goodness"
+
+
 @dataclass(frozen=True)
 class Adjective:
     """One quality adjective: its word, the quality dimension it describes and its polarity."""

@@ -37,6 +37,8 @@ from typing import IO, TYPE_CHECKING, Any
 
 # Only light modules here: parsing arguments (--help, usage errors) must not import torch,
 # open_clip or the engine; each command imports what it needs when it runs.
+from . import __version__
+from .adjectives import DIMENSIONS, goodness_column
 from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS, PROTOCOLS
 from .config import MODES, PRESETS
 from .errors import BPCLIPError
@@ -66,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bpclip", description="BPCLIP image quality assessment", epilog=EXIT_CODES_HELP
     )
+    parser.add_argument("--version", action="version", version=f"bpclip {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     init = sub.add_parser("init-checkpoint", help="write a checkpoint of an untrained model")
@@ -123,6 +126,10 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="the model, checkpoint and where weights are looked for")
     info.add_argument("--checkpoint", help="checkpoint path or cache name to describe")
+    info.add_argument(
+        "--json", action="store_true", help="everything, machine-readable (the checkpoint's full metadata)"
+    )
+    info.add_argument("--provenance", action="store_true", help="also print the model's training record")
     fiftyone = sub.add_parser("fiftyone", help="FiftyOne integration")
     fiftyone_sub = fiftyone.add_subparsers(dest="fiftyone_command", required=True)
     install = fiftyone_sub.add_parser("install", help="make the @bpclip/quality plugin visible to FiftyOne")
@@ -576,7 +583,10 @@ class ResultWriter:
     characters; JSON is strict (no NaN).
     """
 
-    HEADER = ("path", "reference", "score", "mos", "top_adjectives", "error")
+    # one goodness column per quality dimension (the JSON's "dimensions"), empty for failed rows;
+    # named as the Ray adapter's columns: "overall quality" -> overall_quality_goodness
+    GOODNESS_COLUMNS = tuple(goodness_column(d) for d in DIMENSIONS)
+    HEADER = ("path", "reference", "score", "mos", "top_adjectives", *GOODNESS_COLUMNS, "error")
 
     def __init__(self, fmt: str, output: Path | None, width: int = 5) -> None:
         self.fmt, self.output, self.width = fmt, output, width
@@ -670,7 +680,8 @@ class ResultWriter:
     def _csv_row(self, r: Any) -> list[str]:
         reference = "" if r.reference is None else display_text(r.reference)
         error = "" if r.error is None else display_text(r.error)
-        return [display_text(r.path), reference, _num(r.score), _num(r.mos), _adjectives(r), error]
+        goodness = [_num(r.dimensions.get(d)) for d in DIMENSIONS]
+        return [display_text(r.path), reference, _num(r.score), _num(r.mos), _adjectives(r), *goodness, error]
 
     def finish(self, interrupted: bool = False) -> None:
         """Complete the output (a valid file with the rows written so far) and put it in place;
@@ -732,36 +743,91 @@ def _pyiqa(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
+    """A short summary of the setup and the checkpoint; ``--json`` everything, ``--provenance`` its training record."""
     import torch
+    from huggingface_hub.constants import HF_HUB_CACHE
 
-    from . import __version__
     from .checkpoint import CHECKPOINT_ENV, HOME_ENV, checkpoint_dir, read_metadata, resolve_checkpoint
     from .errors import CheckpointNotFoundError
     from .weights import hub_offline
 
-    print(f"bpclip {__version__}, torch {torch.__version__}")
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
-    print(f"device: {device}")
-    print(
-        f"checkpoints: {CHECKPOINT_ENV}={os.environ.get(CHECKPOINT_ENV, '(unset)')}; "
-        f"cache {checkpoint_dir()} ({HOME_ENV})"
-    )
-    print(f"ImageNet weights: {Path(torch.hub.get_dir()) / 'checkpoints'} (TORCH_HOME)")
-    from huggingface_hub.constants import HF_HUB_CACHE
-
-    print(f"CLIP weights: {HF_HUB_CACHE} (HF_HOME); HF_HUB_OFFLINE={'1' if hub_offline() else '0'}")
+    setup = {
+        "bpclip": __version__,
+        "torch": torch.__version__,
+        "device": device,
+        CHECKPOINT_ENV: os.environ.get(CHECKPOINT_ENV),
+        "checkpoint_cache": str(checkpoint_dir()),
+        "imagenet_weights": str(Path(torch.hub.get_dir()) / "checkpoints"),
+        "clip_weights": str(HF_HUB_CACHE),
+        "hf_hub_offline": hub_offline(),
+    }
     try:
-        path = resolve_checkpoint(args.checkpoint)
+        path, missing = resolve_checkpoint(args.checkpoint), None
     except CheckpointNotFoundError as exc:
-        print(f"checkpoint: none found ({exc.command_message})")
+        path, missing = None, exc.command_message
+    meta = None if path is None else read_metadata(path)
+    if args.json:
+        checkpoint = None if path is None else {"path": str(path), "file_size": path.stat().st_size, **meta}
+        print(json.dumps({**setup, "checkpoint": checkpoint, "checkpoint_error": missing}, indent=2))
+    else:
+        print(f"bpclip {__version__}, torch {torch.__version__}")
+        print(f"device: {device}")
+        print(
+            f"checkpoints: {CHECKPOINT_ENV}={os.environ.get(CHECKPOINT_ENV, '(unset)')}; "
+            f"cache {checkpoint_dir()} ({HOME_ENV})"
+        )
+        print(f"ImageNet weights: {setup['imagenet_weights']} (TORCH_HOME)")
+        print(f"CLIP weights: {HF_HUB_CACHE} (HF_HOME); HF_HUB_OFFLINE={'1' if hub_offline() else '0'}")
+        if path is None:
+            print(f"checkpoint: none found ({missing})")
+        else:
+            print(_checkpoint_summary(path, meta, args.provenance))
+    if path is None:
         return EXIT_OK if args.checkpoint is None else EXIT_USAGE
-    meta = read_metadata(path)
-    config = meta["config"]
-    print(f"checkpoint: {path}")
-    print(f"  mode {config['mode'].upper()}, backbone {config['backbone']}, text model {config['text_model']}")
-    print(f"  score scale {meta['score_scale']}, library {meta['library_version']}")
-    print(f"  provenance {json.dumps(meta['provenance'])}")
     return EXIT_OK
+
+
+def _checkpoint_summary(path: Path, meta: dict[str, Any], provenance: bool) -> str:
+    """``info``'s lines about one checkpoint: name, mode, backbone, training, file, size, digest."""
+    config, card = meta["config"], meta.get("provenance") or {}
+    scale = meta["score_scale"]
+    direction = "higher is better" if scale.get("higher_is_better", True) else "lower is better"
+    lines = [
+        f"checkpoint: {display_line(str(path))}",
+        f"  model {card.get('name') or path.stem}{' (bundled default model)' if card.get('bundled') else ''}",
+        f"  mode {config['mode'].upper()}, backbone {config['backbone']}, text model {config['text_model']}",
+        textwrap.fill(_trained_on(card), 100, initial_indent="  training: ", subsequent_indent=" " * 12),
+        f"  scores {scale['mos_min']:g}..{scale['mos_max']:g} ({direction}), library {meta['library_version']}",
+        f"  file {_size(path.stat().st_size)}, tensor digest {meta.get('tensor_digest', '(none recorded)')}",
+    ]
+    if provenance:
+        lines.append("  provenance " + textwrap.indent(json.dumps(card, indent=2), "  ").lstrip())
+    else:
+        lines.append("  (--provenance: the training record; --json: everything, machine-readable)")
+    return "\n".join(lines)
+
+
+def _trained_on(card: dict[str, Any]) -> str:
+    """What a checkpoint was trained on, in a line, from its card's provenance."""
+    if not card.get("trained", False):
+        return f"no: UNTRAINED ({card.get('initialisation', 'initialisation not recorded')})"
+    if card.get("statement"):
+        return str(card["statement"])
+    if card.get("dataset"):
+        epochs = f", {card['epochs']} epochs" if card.get("epochs") is not None else ""
+        return f"dataset {card['dataset']}{epochs} ({card.get('recipe', 'bpclip train')})"
+    if card.get("trainer"):
+        return str(card["trainer"])
+    return "yes (no training data recorded)"
+
+
+def _size(size: int) -> str:
+    """A file size for people: bytes, kB or MB (powers of 1000)."""
+    for unit, scale in (("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} bytes"
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 loading.py in two:
 
 - :class:`DecodedInputs`, in DataLoader workers: each file decoded to uint8 (the very pixels
-  the CPU pipeline divides by 255: same reduced JPEG decoding, same EXIF orientation), or,
+  the CPU pipeline divides by 255: same reduced decoding, same EXIF orientation), or,
   with a device JPEG decoder, only read with its header checked (:func:`load_pixels_or_jpeg`).
   16-bit, integer and float images travel as float (uint8 cannot hold them), in-memory
   inputs as the CPU pipeline checks them; tensors already on the device stay there.
@@ -35,7 +35,7 @@ import torch
 
 from .images import EncodedJPEG, load_pixels, load_pixels_or_jpeg, orient, pixels_to_float
 from .inputs import check_image_shape, check_min_side, value_problem
-from .loading import PairedInputs, error_text, tensor_as_float, to_image_tensor
+from .loading import PairedInputs, error_text, pair_decode_side, tensor_as_float, to_image_tensor
 
 
 @dataclass(frozen=True)
@@ -66,18 +66,19 @@ class DecodedInputs(PairedInputs):
         self.device_jpeg = device_jpeg
 
     def prepare(self, source: Any, reference: Any) -> tuple[Any, Any]:
-        return self._read(source), None if reference is None else self._read(reference)
+        short = pair_decode_side(source, reference, self.protocol.decode_short_side, self.max_pixels)
+        return self._read(source, short), None if reference is None else self._read(reference, short)
 
-    def _read(self, source: Any) -> torch.Tensor | EncodedJPEG | OnDevice:
+    def _read(self, source: Any, short: int | None) -> torch.Tensor | EncodedJPEG | OnDevice:
+        """One side of a pair, decoded keeping ``short`` (that of :func:`pair_decode_side`)."""
         if isinstance(source, OnDevice):
             return source
         if not isinstance(source, (str, Path)):  # in-memory: checked on the CPU, as the CPU pipeline does
             return to_image_tensor(source, None, self.data_range, self.max_pixels)
         if self.device_jpeg == "none":
-            pixels = load_pixels(source, self.protocol.decode_short_side, self.max_pixels)
+            pixels = load_pixels(source, short, self.max_pixels)
         else:
-            reduced = self.device_jpeg == "all"
-            pixels = load_pixels_or_jpeg(source, self.protocol.decode_short_side, self.max_pixels, reduced)
+            pixels = load_pixels_or_jpeg(source, short, self.max_pixels, reduced=self.device_jpeg == "all")
         if isinstance(pixels, torch.Tensor):
             check_min_side(pixels, f"{source}: image")
         return pixels
@@ -97,9 +98,10 @@ def value_stats(image: torch.Tensor) -> torch.Tensor:
 
 
 def reduce_like_draft(image: torch.Tensor, factor: int) -> torch.Tensor:
-    """A full-scale decoded (3, H, W) image box-reduced by ``factor`` to the size PIL's reduced
-    JPEG decoding gives (ceil(H / factor) x ceil(W / factor)): its scaled IDCT averages much
-    like a box; on photos 4-5x closer to PIL's pixels than the resize from full scale alone."""
+    """A full-scale decoded (3, H, W) image box-reduced by ``factor`` (that of
+    :func:`~bpclip_core.images.reduction_factor`) to the size PIL's reduced decoding gives
+    (ceil(H / factor) x ceil(W / factor)): its scaled IDCT averages much like a box, and
+    other formats are box-reduced by PIL itself."""
     if factor == 1:
         return image
     return torch.nn.functional.avg_pool2d(image[None], factor, ceil_mode=True)[0]
@@ -206,8 +208,9 @@ class DeviceViews:
         for (key, jpeg), decoded in zip(encoded, decode_jpegs([e for _, e in encoded], self.device)):
             path = self.inputs[key[1]][key[0]]
             try:
-                if isinstance(decoded, Exception):
-                    pil = load_pixels(path, self.dataset.protocol.decode_short_side, self.dataset.max_pixels)
+                if isinstance(decoded, Exception):  # reduced as the workers would have (jpeg.reduce)
+                    short = self.dataset.protocol.decode_short_side if jpeg.reduce > 1 else None
+                    pil = load_pixels(path, short, self.dataset.max_pixels)
                     image = pixels_to_float(to_device(pil, self.device))
                 else:
                     image = orient(reduce_like_draft(pixels_to_float(decoded), jpeg.reduce), jpeg.orientation)

@@ -347,7 +347,9 @@ class QualityEngine:
     ) -> QualityOutput:
         """Score an in-memory batch (N, 3, H, W) under the test-time protocol; raises on bad input.
 
-        ``differentiable=True`` keeps the autograd graph (for use as a loss).
+        ``data_range`` is the value of white of float (and non-uint8 integer) tensors; uint8
+        tensors are read as 0..255, as :meth:`score` reads them. ``differentiable=True`` keeps
+        the autograd graph (for use as a loss).
         """
         if self.mode == "fr" and references is None:
             raise InputError("this is a full-reference model: pass reference images")
@@ -355,9 +357,9 @@ class QualityEngine:
             raise InputError("this is a no-reference model: it takes no reference images")
         if self.pipeline == "device" and not differentiable:
             return self._predict_on_device(images, references, data_range)
-        images = check_images(images, "images", data_range)
+        images = check_images(images, "images", _white(images, data_range))
         if references is not None:
-            references = _same_shape(images, check_images(references, "references", data_range))
+            references = _same_shape(images, check_images(references, "references", _white(references, data_range)))
         views, ref_views, counts = self.protocol.batch_views(images, references)
         output = self._forward(views, ref_views, differentiable)
         return _mean_over_views(output if differentiable else _on_cpu(output), counts)
@@ -371,12 +373,13 @@ class QualityEngine:
         if references is not None:
             references = _same_shape(images, check_image_shape(references, "references"))
         outputs, stats = [], defaultdict(list)
+        whites = {"images": _white(images, data_range), "references": _white(references, data_range)}
 
         def send(batch: torch.Tensor, name: str) -> torch.Tensor:
             batch = to_device(batch, self.device)
             batch = batch if batch.is_floating_point() else batch.float()
             stats[name].append(value_stats(batch))
-            return batch / data_range if data_range != 1.0 else batch
+            return batch / whites[name] if whites[name] != 1.0 else batch
 
         for start in range(0, images.shape[0], self.batch_size):
             part = slice(start, start + self.batch_size)
@@ -385,7 +388,7 @@ class QualityEngine:
             outputs.append(_mean_over_views(self._forward(views, ref_views), counts))
         for name, parts in stats.items():
             finite, low, high = torch.stack(parts).T.tolist()  # the one sync of this call
-            problem = value_problem(name, all(f == 1.0 for f in finite), min(low), max(high), data_range)
+            problem = value_problem(name, all(f == 1.0 for f in finite), min(low), max(high), whites[name])
             if problem is not None:
                 raise InputError(problem)
         scores = torch.cat([o.score for o in outputs])
@@ -557,6 +560,12 @@ def _same_shape(images: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
             f"vs references {tuple(references.shape)}"
         )
     return references
+
+
+def _white(images: torch.Tensor | None, data_range: float) -> float:
+    """The value of white of a tensor given to :meth:`QualityEngine.predict`: 255 for uint8
+    (the convention of every front end), else ``data_range``."""
+    return 255.0 if isinstance(images, torch.Tensor) and images.dtype == torch.uint8 else data_range
 
 
 def _mean_over_views(output: QualityOutput, counts: list[int]) -> QualityOutput:

@@ -4,6 +4,13 @@ Every file is checked before it is decoded: it must be a regular file (a FIFO na
 ``x.jpg`` would block the reader forever), and the size its header declares must be within
 the pixel limit (:func:`default_max_pixels`, ``BPCLIP_MAX_PIXELS``). Anything that goes
 wrong while decoding one file becomes an :class:`ImageReadError` naming that file.
+
+Reduced decoding: given the short side the caller must keep (``min_short_side``; the
+protocols ask for :data:`~bpclip_core.protocol.REDUCTION_MARGIN` times the side they resize
+to), a file is decoded smaller by :func:`reduction_factor`, which depends on its size alone:
+JPEGs through PIL's ``draft`` (1/2, 1/4, 1/8 in the IDCT, then a box for multiples of 8),
+every other format box-reduced in its own 8- or 16-bit mode, so the float RGB copy never
+exists at full size, and two files of one size (an FR pair, a JPEG and a PNG) decode to one size.
 """
 
 from __future__ import annotations
@@ -35,8 +42,8 @@ MAX_ASPECT_RATIO = 32
 MAX_PIXELS_ENV = "BPCLIP_MAX_PIXELS"
 # 150 MP: a 12000x12000 scan still decodes; PIL's own decompression-bomb error starts at 179 MP.
 DEFAULT_MAX_PIXELS = 150_000_000
-# Above this many pixels an image that will be shrunk anyway is box-reduced right after
-# decoding, in its own (8- or 16-bit) mode, so the float RGB copy never exists at full size.
+# The largest JPEG handed to a device decoder as it is (load_pixels_or_jpeg): bigger ones are
+# decoded by PIL in the workers, at the reduced scale, so they never exist at full size on the device.
 REDUCE_ABOVE_PIXELS = 4096 * 4096
 _ORIENTATION_TAG = 0x0112
 
@@ -106,11 +113,10 @@ def load_image(path: str | Path, min_short_side: int | None = None, max_pixels: 
     """Read an image file as a (3, H, W) float tensor in [0, 1].
 
     Applies the EXIF orientation and converts grayscale, palette, RGBA (alpha dropped),
-    CMYK, 16-bit and float images to RGB in [0, 1]. With ``min_short_side``, JPEGs are
-    decoded at a reduced scale (1/2 .. 1/8) that keeps the short side at least that long:
-    a 6000x4000 photo to be shrunk anyway never exists at full size in memory; other big
-    images (over :data:`REDUCE_ABOVE_PIXELS`) are box-reduced in their own mode right after
-    decoding.
+    CMYK, 16-bit and float images to RGB in [0, 1]. With ``min_short_side``, the image is
+    decoded smaller by :func:`reduction_factor` (JPEGs in the IDCT, other formats box-reduced
+    in their own mode), keeping the short side at least that long: a 12000x9000 photo to be
+    shrunk anyway never exists at full size as floats; files of one size give one size.
 
     Raises:
         ImageReadError: missing, not a regular file, over ``max_pixels`` (default
@@ -132,25 +138,48 @@ def load_pixels(path: str | Path, min_short_side: int | None = None, max_pixels:
         return _decode(handle, path, min_short_side, max_pixels)
 
 
+def header_size(path: str | Path, max_pixels: int | None = None) -> tuple[int, int]:
+    """The (width, height) ``path`` is shown at (EXIF orientation applied), from its header alone.
+
+    Raises :class:`ImageReadError` as :func:`load_image` does for what the header shows
+    (missing, not a regular file, over the pixel limit, not an image).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    with _decoding(path), warnings.catch_warnings(), open_regular_file(path) as handle:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
+        with _open_image(handle) as opened:
+            width, height = opened.size
+            _check_pixel_limit(path, width, height, max_pixels)
+            return (height, width) if _orientation(opened) in (5, 6, 7, 8) else (width, height)
+
+
 @dataclass(frozen=True)
 class EncodedJPEG:
     """A JPEG file's bytes, for a batched decoder on the device, with what :func:`load_image`
     would do after decoding: its EXIF orientation and the factor of its reduced decoding
-    (:func:`jpeg_draft_scale`), for the device to reproduce (a box reduction, then the orientation)."""
+    (:func:`reduction_factor`), for the device to reproduce (a box reduction, then the orientation)."""
 
     data: torch.Tensor  # (num_bytes,) uint8
     orientation: int = 1
     reduce: int = 1
 
 
-def jpeg_draft_scale(width: int, height: int, min_short_side: int | None) -> int:
-    """The factor (1, 2, 4 or 8) by which :func:`load_image` decodes a ``width`` x ``height``
-    JPEG to keep ``min_short_side``: PIL's ``draft`` of the size requested in ``_decode``."""
-    if min_short_side is None or min(width, height) / min_short_side < 2:
+def reduction_factor(width: int, height: int, min_short_side: int | None) -> int:
+    """The factor by which :func:`load_image` decodes a ``width`` x ``height`` file of any format
+    to keep ``min_short_side``: the largest of 1, 2, 4, 8 and the multiples of 8 (PIL's JPEG
+    ``draft`` scales, then a box) that leaves the short side at least that long. The decoded
+    image is ceil(width / factor) x ceil(height / factor)."""
+    if min_short_side is None:
         return 1
-    scale = min(width, height) / min_short_side
-    factor = min(width // int(width / scale), height // int(height / scale))
-    return next(s for s in (8, 4, 2, 1) if factor >= s)
+    most = min(width, height) // max(min_short_side, 1)
+    if most >= 8:
+        return 8 * (most // 8)
+    return next((s for s in (4, 2) if most >= s), 1)
+
+
+jpeg_draft_scale = reduction_factor  # its name before it covered every format
 
 
 def load_pixels_or_jpeg(
@@ -177,7 +206,7 @@ def load_pixels_or_jpeg(
             _check_pixel_limit(path, width, height, max_pixels)
             plain = opened.mode == "L" or (opened.mode == "RGB" and opened.info.get("adobe_transform", 1) != 0)
             complete = data.rstrip(b"\0").endswith(b"\xff\xd9")  # ends with its end-of-image marker
-            reduce = jpeg_draft_scale(width, height, min_short_side)
+            reduce = reduction_factor(width, height, min_short_side)
             wanted = opened.format == "JPEG" and plain and complete and (reduced or reduce == 1)
             if wanted and width * height <= REDUCE_ABOVE_PIXELS:
                 return EncodedJPEG(torch.frombuffer(bytearray(data), dtype=torch.uint8), _orientation(opened), reduce)
@@ -262,15 +291,18 @@ def _decode(handle, path: Path, min_short_side: int | None, max_pixels: int | No
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own limit applies
         with _open_image(handle) as opened:
-            _check_pixel_limit(path, *opened.size, max_pixels)
+            size = opened.size
+            _check_pixel_limit(path, *size, max_pixels)
             orientation = _orientation(opened)
-            if min_short_side is not None and opened.format == "JPEG":
-                scale = min(opened.size) / min_short_side
-                if scale >= 2:
-                    opened.draft("RGB", (int(opened.size[0] / scale), int(opened.size[1] / scale)))
+            factor = reduction_factor(*size, min_short_side)
+            drafted = 1
+            if factor > 1 and opened.format == "JPEG":
+                draft = min(factor, 8)  # a scale of the IDCT; the rest of the factor is a box
+                opened.draft("RGB", (size[0] // draft, size[1] // draft))
+                drafted = draft if opened.size != size else 1  # draft may decline (e.g. several tiles)
             opened.load()
             integer_peak = integer_white(opened) if opened.mode.startswith("I") else None
-            image = _apply_orientation(_reduce_big(opened, min_short_side), orientation)
+            image = _apply_orientation(_box_reduce(opened, factor // drafted), orientation)
             return _pil_to_pixels(image, integer_peak)
 
 
@@ -328,11 +360,8 @@ def orient(pixels: torch.Tensor, orientation: int) -> torch.Tensor:
     return pixels.flip(flips) if flips else pixels
 
 
-def _reduce_big(image, min_short_side: int | None):
-    """Box-reduce a big decoded image by an integer factor that keeps the short side >= min."""
-    if min_short_side is None or image.size[0] * image.size[1] <= REDUCE_ABOVE_PIXELS:
-        return image
-    factor = min(image.size) // min_short_side
+def _box_reduce(image, factor: int):
+    """A decoded PIL image box-reduced by ``factor`` in its own mode (8-bit, 16-bit as 32-bit integer)."""
     if factor < 2:
         return image
     if image.mode.startswith("I;16"):

@@ -39,14 +39,21 @@ def check_image_shape(images: torch.Tensor, name: str = "images") -> torch.Tenso
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape (N, 3, H, W), got {type(images).__name__}")
     images = check_dtype(images, name)
-    if images.ndim == 3:
+    single = images.ndim == 3
+    if single:
         images = images.unsqueeze(0)
     if images.ndim != 4:
         raise InputError(f"{name} must have shape (N, 3, H, W), got {tuple(images.shape)}")
     if images.shape[1] != 3:
+        if images.shape[-1] in (1, 3, 4):  # (N, H, W, C): the layout of numpy, PIL and TensorFlow
+            layout, order = ("(H, W, C)", "2, 0, 1") if single else ("(N, H, W, C)", "0, 3, 1, 2")
+            hint = f"it looks channels-last {layout}: use images.permute({order})"
+            if images.shape[-1] != 3:
+                hint += ", and convert grayscale or RGBA images to RGB"
+        else:
+            hint = "convert grayscale or RGBA images to RGB first"
         raise InputError(
-            f"{name} must have 3 (RGB) channels in dim 1, got {images.shape[1]} "
-            f"(shape {tuple(images.shape)}); convert grayscale or RGBA images to RGB first"
+            f"{name} must have 3 (RGB) channels in dim 1, got {images.shape[1]} (shape {tuple(images.shape)}); {hint}"
         )
     if images.shape[0] == 0:
         raise InputError(f"{name} is an empty batch")
@@ -63,7 +70,8 @@ def value_problem(name: str, finite: bool, low: float, high: float, data_range: 
     if low < -tolerance or high > data_range + tolerance:
         return (
             f"{name} values must lie in [0, {data_range:g}], got [{low:.4g}, {high:.4g}]; "
-            f"set data_range to the scale of your images (255.0 for uint8 or other 0..255 data), "
+            f"set data_range to the scale of your images (255.0 for 0..255 float data; uint8 is always "
+            f"read as 0..255), "
             f"or convert them to float in [0, 1]"
         )
     return None

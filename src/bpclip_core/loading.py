@@ -6,7 +6,8 @@
   suffix, then name or stem; ambiguity is an error, never a guess);
 - :func:`to_image_tensor`: any single source as a checked (3, H, W) float tensor in [0, 1];
 - :class:`PreparedViews`: the CPU pipeline's dataset, run in DataLoader workers: each input
-  decoded and cut into the protocol's views (the device pipeline is in device_pipeline.py).
+  decoded and cut into the protocol's views (the device pipeline is in device_pipeline.py);
+  :func:`pair_decode_side` makes both images of an FR pair decode at one scale.
 
 Whatever one input raises becomes that input's error (:func:`error_text`); the others go on.
 """
@@ -24,9 +25,9 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import BPCLIPError, InputError
-from .images import ScanProblem, default_max_pixels, find_images, load_image, pil_to_tensor
+from .images import ScanProblem, default_max_pixels, find_images, header_size, load_image, pil_to_tensor
 from .inputs import check_dtype, check_images, check_min_side, refuse_dtype
-from .protocol import TestTimeProtocol
+from .protocol import TestTimeProtocol, pair_size_error
 
 
 def input_label(source: Any, index: int) -> str:
@@ -44,7 +45,8 @@ def to_image_tensor(
 
     Args:
         source: a file path, PIL image, numpy array (H, W[, C]) or tensor (3, H, W).
-        min_short_side: files may be decoded at a reduced scale that keeps this short side.
+        min_short_side: files may be decoded at a reduced scale that keeps this short side
+            (:func:`~bpclip_core.images.reduction_factor`); in-memory images are taken as they are.
         data_range: the value of white for float (and non-uint8 integer) arrays and tensors;
             uint8 data is always read as 0..255 and uint16 arrays as 0..65535.
         max_pixels: the pixel limit of image files (default :func:`default_max_pixels`).
@@ -268,11 +270,30 @@ class PairedInputs(Dataset):
         raise NotImplementedError
 
 
+def pair_decode_side(source: Any, reference: Any, short_side: int | None, max_pixels: int | None) -> int | None:
+    """The short side to decode an input and its reference with (``short_side`` is the protocol's).
+
+    NR inputs and FR pairs of two files keep ``short_side``: the reduction depends on a file's
+    size alone, so files of one size decode to one size whatever their formats. An FR pair
+    of two files of different sizes is refused from their headers, before decoding (the
+    sizes shown are the files' own, not reduced ones); a file paired with an in-memory image
+    is decoded at full scale, as that image is taken.
+    """
+    if reference is None or short_side is None:
+        return short_side
+    if not (isinstance(source, (str, Path)) and isinstance(reference, (str, Path))):
+        return None
+    sizes = [header_size(path, max_pixels)[::-1] for path in (source, reference)]  # (height, width)
+    if sizes[0] != sizes[1]:
+        raise pair_size_error(*sizes)
+    return short_side
+
+
 class PreparedViews(PairedInputs):
     """The CPU pipeline: each input decoded to float and cut into the protocol's (V, 3, h, w) views."""
 
     def prepare(self, source: Any, reference: Any) -> tuple[torch.Tensor, torch.Tensor | None]:
-        short = self.protocol.decode_short_side
+        short = pair_decode_side(source, reference, self.protocol.decode_short_side, self.max_pixels)
         image = to_image_tensor(source, short, self.data_range, self.max_pixels)
         if reference is not None:
             reference = to_image_tensor(reference, short, self.data_range, self.max_pixels)

@@ -8,7 +8,11 @@
 - ``full``: the image as it is, up to ``max_pixels`` (larger images are an error that
   suggests another protocol).
 
-FR pairs get the same geometry for the distorted and the reference image. The one object
+FR pairs get the same geometry for the distorted and the reference image. Files may be
+decoded smaller first (:attr:`TestTimeProtocol.decode_short_side`), but only to
+:data:`REDUCTION_MARGIN` times the side the protocol resizes to, then resized as tensors are:
+a file, a PIL image and a tensor of one image score alike (within 1e-3, tests/test_one_decode.py).
+The one object
 serves users' scores (engine, CLI, adapters) and reported figures (training's validation and
 test, ``bpclip evaluate``), with one default, so both come from the same input geometry.
 """
@@ -23,7 +27,13 @@ from .choices import DEFAULT_PROTOCOL, PROTOCOLS
 from .errors import InputError
 from .images import resize_short_side
 
-__all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "TestTimeProtocol", "crop_boxes"]
+__all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "REDUCTION_MARGIN", "TestTimeProtocol", "crop_boxes", "pair_size_error"]
+
+# Files are decoded at a reduced scale only down to this many times the short side the
+# protocol resizes to. Measured with the bundled NR model (size 224) on photo-like JPEGs:
+# PIL's reduced JPEG decoding then the antialiased resize moved scores from the full-scale
+# resize by up to 2.8e-3 at 3-6x, 4e-4 at 8-12x (and a box reduction by up to 4e-3 at 3x).
+REDUCTION_MARGIN = 8
 
 
 @dataclass(frozen=True)
@@ -52,9 +62,16 @@ class TestTimeProtocol:
         }[self.name]
 
     @property
-    def decode_short_side(self) -> int | None:
-        """The smallest short side the decoder must keep (None: decode at full size)."""
+    def resized_short_side(self) -> int | None:
+        """The short side images are resized to (at most; None: kept as they are)."""
         return {"resize": self.size, "crops": 2 * self.size, "full": None}[self.name]
+
+    @property
+    def decode_short_side(self) -> int | None:
+        """The smallest short side a reduced decoding must keep (None: decode at full size):
+        :data:`REDUCTION_MARGIN` times :attr:`resized_short_side`, so that it cannot move scores."""
+        resized = self.resized_short_side
+        return None if resized is None else REDUCTION_MARGIN * resized
 
     def pair_views(
         self, image: torch.Tensor, reference: torch.Tensor | None = None
@@ -68,10 +85,7 @@ class TestTimeProtocol:
     ) -> tuple[torch.Tensor, torch.Tensor | None, list[int]]:
         """Views of a batch (N, 3, H, W), image by image, and the number of views of each."""
         if references is not None and references.shape != images.shape:
-            raise InputError(
-                f"full-reference pairs must have the same size: distorted {tuple(images.shape[-2:])} "
-                f"vs reference {tuple(references.shape[-2:])}"
-            )
+            raise pair_size_error(tuple(images.shape[-2:]), tuple(references.shape[-2:]))
         single = [1] * images.shape[0]
         if self.name == "full":
             if images.shape[-1] * images.shape[-2] > self.max_pixels:
@@ -91,6 +105,11 @@ class TestTimeProtocol:
 
         refs = None if references is None else cut(resize_short_side(references, 2 * self.size))
         return cut(images), refs, [len(boxes)] * images.shape[0]
+
+
+def pair_size_error(distorted: tuple[int, ...], reference: tuple[int, ...]) -> InputError:
+    """The error of an FR pair of two sizes, each given as (height, width)."""
+    return InputError(f"full-reference pairs must have the same size: distorted {distorted} vs reference {reference}")
 
 
 def crop_boxes(height: int, width: int, size: int, count: int) -> list[tuple[int, int, int, int]]:

@@ -10,11 +10,25 @@ from typing import Any
 import torch
 
 from bpclip_core.checkpoint import resolve_checkpoint
+from bpclip_core.config import MODES
 from bpclip_core.engine import QualityEngine, load_quality_model, pick_device
 
 _CACHE: dict[tuple, QualityEngine] = {}
 _LOCK = threading.Lock()
 _MAX_ENGINES = 4
+
+
+def check_mode(mode: str | None) -> None:
+    """Raise :class:`ValueError` naming the valid modes unless ``mode`` is one of them or None.
+
+    The adapters call this before anything is resolved: an unknown mode would otherwise surface
+    as a missing bundled model (``bpclip-<mode>``).
+    """
+    if mode is not None and mode not in MODES:
+        raise ValueError(
+            f"mode must be one of {', '.join(repr(m) for m in MODES)} (no-reference, full-reference) "
+            f"or None (the checkpoint's own), got {mode!r}"
+        )
 
 
 def shared_engine(

@@ -1,5 +1,10 @@
-"""BPCLIP inside pyiqa: ``pyiqa.create_metric('bpclip')`` (NR), ``'bpclip_fr'`` and
-``'bpclip_zeroshot'``.
+"""BPCLIP inside pyiqa: ``pyiqa.create_metric('bpclip')`` (NR, also ``'bpclip_nr'``),
+``'bpclip_fr'`` and ``'bpclip_zeroshot'``.
+
+``pyiqa.create_metric('bpclip', return_dimensions=True)`` (pyiqa passes its keyword arguments
+to the architecture) returns a dict instead of the (N, 1) scores: ``{"score": (N, 1),
+"overall quality": (N, 1), "brightness": (N, 1), ...}``, each quality dimension's goodness
+in [0, 1] (as torchmetrics' ``BPCLIPScore(return_dimensions=True)``; not with ``as_loss``).
 
 The metric names, the architecture and input preparation (files, lists) are registered with
 pyiqa by :mod:`bpclip_plugins.pyiqa_registration` as soon as pyiqa is imported (in any process,
@@ -22,9 +27,11 @@ from torch import nn
 
 from bpclip_core.engine import QualityEngine, load_quality_model
 from bpclip_core.errors import InputError
+from bpclip_core.explain import dimension_goodness
 from bpclip_core.images import load_image
 from bpclip_core.inputs import check_image_shape
 
+from .engines import check_mode
 from .pyiqa_registration import PYIQA_METRICS, register, register_when_available
 
 __all__ = ["PYIQA_METRICS", "BPCLIPArch", "convert_pyiqa_checkpoint", "register", "register_when_available"]
@@ -39,6 +46,11 @@ class BPCLIPArch(nn.Module):
         zero_shot: use zero-shot CLIP instead of a checkpoint (NR only).
         clip_model: open_clip ``arch/tag`` for the zero-shot mode.
         protocol: the engine's test-time protocol (``resize``, ``crops``, ``full``).
+        return_dimensions: ``forward`` returns ``{"score": (N, 1), "<dimension>": (N, 1), ...}``
+            with each quality dimension's goodness in [0, 1], instead of the (N, 1) scores.
+
+    Raises:
+        ValueError: ``mode`` is neither ``"nr"`` nor ``"fr"`` (before any checkpoint is looked for).
     """
 
     def __init__(
@@ -48,8 +60,11 @@ class BPCLIPArch(nn.Module):
         zero_shot: bool = False,
         clip_model: str | None = None,
         protocol: str = "resize",
+        return_dimensions: bool = False,
     ) -> None:
         super().__init__()
+        check_mode(mode)
+        self.return_dimensions = return_dimensions
         self.model = load_quality_model(checkpoint, zero_shot, None if zero_shot else mode, clip_model)
         # eager attention: pyiqa may train, copy or save this module; scripted blocks would not pickle
         self.engine = QualityEngine(self.model, device="cpu", attention="eager", protocol=protocol)
@@ -109,9 +124,16 @@ class BPCLIPArch(nn.Module):
             )
         return torch.cat([batch.to(batches[0].device) for batch in batches])
 
-    def forward(self, distorted: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, distorted: torch.Tensor, reference: torch.Tensor | None = None
+    ) -> torch.Tensor | dict[str, torch.Tensor]:
+        """(N, 1) scores, or with ``return_dimensions`` a dict of them and each dimension's goodness."""
         output = self.engine.predict(distorted, reference, differentiable=torch.is_grad_enabled())
-        return output.score.unsqueeze(1)
+        score = output.score.unsqueeze(1)
+        if not self.return_dimensions:
+            return score
+        goodness = dimension_goodness(output.adjective_probabilities, self.model.card.adjectives)
+        return {"score": score, **{dim: value.unsqueeze(1) for dim, value in goodness.items()}}
 
 
 def _item_label(sources: list | tuple, index: int) -> str:

@@ -5,8 +5,8 @@ before anything else, while its ``pyiqa.archs`` entry point runs only once the a
 registry is first queried, after that check. So :func:`register` is run as soon as pyiqa
 itself is imported, by a small import hook that ``bpclip-pyiqa.pth`` (installed beside the
 package) sets up at interpreter start-up: a fresh process that never imports
-``bpclip_plugins`` still finds ``bpclip``, ``bpclip_fr`` and ``bpclip_zeroshot``, also in
-pyiqa's own command (``pyiqa bpclip -t img.png``). Set ``BPCLIP_PYIQA_AUTOREGISTER=0`` to
+``bpclip_plugins`` still finds ``bpclip`` (also named ``bpclip_nr``), ``bpclip_fr`` and
+``bpclip_zeroshot``, also in pyiqa's own command (``pyiqa bpclip -t img.png``). Set ``BPCLIP_PYIQA_AUTOREGISTER=0`` to
 turn the hook off; importing :mod:`bpclip_plugins` or the entry point still registers.
 
 This module imports only the standard library: the hook costs nothing in processes that
@@ -26,13 +26,15 @@ ARCH_NAME = "BPCLIPArch"
 ARCH_PATH = "bpclip_plugins.pyiqa:BPCLIPArch"
 
 # One table: each metric with its mode, direction and score range (pyiqa's DEFAULT_CONFIGS format).
+_NR_METRIC: dict[str, object] = {
+    "metric_opts": {"type": ARCH_NAME, "mode": "nr"},
+    "metric_mode": "NR",
+    "lower_better": False,
+    "score_range": "0, 1",
+}
 PYIQA_METRICS: dict[str, dict[str, object]] = {
-    "bpclip": {
-        "metric_opts": {"type": ARCH_NAME, "mode": "nr"},
-        "metric_mode": "NR",
-        "lower_better": False,
-        "score_range": "0, 1",
-    },
+    "bpclip": _NR_METRIC,
+    "bpclip_nr": _NR_METRIC,  # the name pyiqa users expect beside bpclip_fr (register() copies each entry)
     "bpclip_fr": {
         "metric_opts": {"type": ARCH_NAME, "mode": "fr"},
         "metric_mode": "FR",

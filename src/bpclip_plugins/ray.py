@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from bpclip_core.adjectives import goodness_column
 from bpclip_core.engine import QualityEngine, ScoredInput
 from bpclip_core.errors import BPCLIPError
 from bpclip_core.explain import dimension_goodness
@@ -43,11 +44,6 @@ if TYPE_CHECKING:
 
 SCORE_COLUMNS: tuple[str, ...] = ("score", "mos", "top_adjectives", "top_adjective_probabilities")
 """The result columns before the per-dimension ones; ``error`` comes last."""
-
-
-def goodness_column(dimension: str) -> str:
-    """The column of one quality dimension's goodness: ``overall quality`` -> ``overall_quality_goodness``."""
-    return f"{dimension.replace(' ', '_')}_goodness"
 
 
 class BPCLIPScorer:

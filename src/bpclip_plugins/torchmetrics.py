@@ -14,7 +14,13 @@ value of white) or a ``(min, max)`` tuple (inputs clamped to it); ``compute()`` 
 ``update()`` warns and returns NaN (mean), 0 (sum) or an empty tensor; the metric is
 differentiable: ``forward`` keeps the autograd graph when ``preds`` requires grad; an NR
 metric given a ``target`` (e.g. inside a ``MetricCollection`` with FR metrics) ignores it
-with a one-time warning.
+with a one-time warning. A uint8 tensor is read as 0..255 (white 255) whatever
+``data_range`` says, as everywhere in bpclip; ``data_range`` is the scale of float tensors.
+
+``return_dimensions=True`` gives per-dimension scores as CLIP-IQA's per-prompt dict does:
+``{"score": ..., "overall quality": ..., "brightness": ..., ...}``, one entry per quality
+dimension (:data:`bpclip_core.adjectives.DIMENSIONS`) holding each image's goodness in [0, 1]
+(the share of that dimension's probability on its good adjectives), reduced like the score.
 """
 
 from __future__ import annotations
@@ -32,9 +38,10 @@ from torchmetrics import Metric
 
 from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import InputError
+from bpclip_core.explain import dimension_goodness, dimension_names, select_adjectives
 from bpclip_core.inputs import check_dtype
 
-from .engines import shared_engine
+from .engines import check_mode, shared_engine
 
 Reduction = Literal["elementwise_mean", "sum", "none", None]
 REDUCTIONS: tuple[Reduction, ...] = ("elementwise_mean", "sum", "none", None)
@@ -47,7 +54,12 @@ def _wants_grad(*tensors: Any) -> bool:
 
 
 def _to_unit_range(images: Any, data_range: DataRange, name: str) -> tuple[Any, float]:
-    """(images, white) for the engine: a ``(min, max)`` range clamps to it and shifts min to 0, as SSIM does."""
+    """(images, white) for the engine: a ``(min, max)`` range clamps to it and shifts min to 0, as SSIM does.
+
+    uint8 tensors pass as they are: the engine reads them as 0..255 whatever ``data_range`` says.
+    """
+    if isinstance(images, Tensor) and images.dtype == torch.uint8:
+        return images, 255.0
     if isinstance(data_range, tuple):
         low, high = data_range
         if isinstance(images, Tensor):  # the dtype checked first: clamp would hide a bool, fail on complex
@@ -77,27 +89,39 @@ def _bpclip_score_update(
     return output.score, output.adjective_probabilities
 
 
+def _reduce(values: Tensor, reduction: Reduction) -> Tensor:
+    """Per-image values (N,) reduced: their mean, their sum, or all of them."""
+    if reduction == "elementwise_mean":
+        return values.mean()
+    return values.sum() if reduction == "sum" else values
+
+
 def _bpclip_score_compute(scores: Tensor, probabilities: Tensor, reduction: Reduction) -> tuple[Tensor, Tensor]:
     """Reduce per-image scores; the adjective probabilities are averaged unless nothing is reduced."""
-    if reduction == "elementwise_mean":
-        return scores.mean(), probabilities.mean(0)
-    if reduction == "sum":
-        return scores.sum(), probabilities.mean(0)
-    return scores, probabilities
+    return _reduce(scores, reduction), probabilities if reduction in ("none", None) else probabilities.mean(0)
+
+
+def _goodness(engine: QualityEngine, probabilities: Tensor) -> Tensor:
+    """(N, D) each image's goodness per quality dimension, in the order of :func:`_dimension_names`."""
+    return torch.stack(list(dimension_goodness(probabilities, engine.model.card.adjectives).values()), dim=-1)
+
+
+def _dimension_names(engine: QualityEngine) -> list[str]:
+    return dimension_names(engine.model.card.adjectives)
 
 
 def _dominant_adjectives(engine: QualityEngine, probabilities: Tensor, top_k: int) -> list:
-    words = [a.word for a in engine.model.card.adjectives]
+    """The words :func:`~bpclip_core.explain.select_adjectives` names: a list for (K,), a list per row for (N, K)."""
     if probabilities.numel() == 0 or not bool(torch.isfinite(probabilities).all()):
         return []  # nothing scored yet
-    top = probabilities.topk(min(top_k, len(words)), dim=-1).indices
-    if top.ndim == 1:
-        return [words[int(i)] for i in top]
-    return [[words[int(i)] for i in row] for row in top]
+    rows = select_adjectives(probabilities.reshape(-1, probabilities.shape[-1]), engine.model.card.adjectives, top_k)
+    words = [[word for word, _ in row] for row in rows]
+    return words[0] if probabilities.ndim == 1 else words
 
 
-def _check_options(reduction: Any, data_range: Any, top_k: int) -> Reduction:
+def _check_options(reduction: Any, data_range: Any, top_k: int, mode: Any = None) -> Reduction:
     """Validate the options; returns the reduction (``"mean"`` is accepted for ``"elementwise_mean"``)."""
+    check_mode(mode)
     if reduction == "mean":  # the name this adapter used before following torchmetrics
         reduction = "elementwise_mean"
     if reduction not in REDUCTIONS:
@@ -127,6 +151,7 @@ def bpclip_score(
     top_k: int = 3,
     device: str | torch.device | None = "auto",
     precision: str = "auto",
+    return_dimensions: bool = False,
 ) -> Tensor | dict[str, Any]:
     """BPCLIP quality of ``preds`` (NR) or of ``preds`` against references ``target`` (FR).
 
@@ -141,20 +166,31 @@ def bpclip_score(
         reduction: ``"elementwise_mean"`` (a scalar), ``"sum"`` or ``"none"``/``None`` (one score per image).
         return_adjectives: also return the ``top_k`` dominant adjectives.
         device, precision: the engine's options.
+        return_dimensions: also return each quality dimension's goodness in [0, 1], one
+            entry per dimension (named as in :data:`~bpclip_core.adjectives.DIMENSIONS`),
+            reduced like the score, as CLIP-IQA's per-prompt dict.
 
-    Gradients flow to ``preds`` (and ``target``) when they require grad.
+    Gradients flow to ``preds`` (and ``target``) when they require grad (also into the
+    dimensions' goodness).
 
     Returns:
-        The score tensor, or ``{"score": ..., "adjectives": ...}`` with ``return_adjectives``.
+        The score tensor; with ``return_adjectives`` or ``return_dimensions`` a dict:
+        ``{"score": ..., "adjectives": [...], "<dimension>": ..., ...}`` (what was asked for).
     """
     reduction = _check_options(reduction, data_range, top_k)
     mode = "fr" if target is not None and not zero_shot else None
     engine = shared_engine(checkpoint, zero_shot, mode, device=device, precision=precision)
     scores, probabilities = _bpclip_score_update(engine, preds, target, data_range)
     score, probs = _bpclip_score_compute(scores, probabilities, reduction)
+    if not (return_adjectives or return_dimensions):
+        return score
+    result: dict[str, Any] = {"score": score}
     if return_adjectives:
-        return {"score": score, "adjectives": _dominant_adjectives(engine, probs, top_k)}
-    return score
+        result["adjectives"] = _dominant_adjectives(engine, probs, top_k)
+    if return_dimensions:
+        goodness = _goodness(engine, probabilities)
+        result.update({dim: _reduce(goodness[:, d], reduction) for d, dim in enumerate(_dimension_names(engine))})
+    return result
 
 
 class BPCLIPScore(Metric):
@@ -174,6 +210,15 @@ class BPCLIPScore(Metric):
             ``top_k`` dominant adjectives (of the mean, or of each image for ``"none"``).
         device: the engine's device; None follows the metric (``metric.to(device)``).
         precision, batch_size: the engine's options.
+        return_dimensions: ``compute()`` (and ``forward``) return a dict with, beside
+            ``"score"``, each quality dimension's goodness in [0, 1] (``"overall quality"``,
+            ``"brightness"``, ..., :data:`~bpclip_core.adjectives.DIMENSIONS`), reduced
+            like the score: as CLIP-IQA's per-prompt dict. The state grows by one number
+            per dimension (summed across processes), or by nothing for ``"none"`` (the
+            goodness is computed from the gathered per-image probabilities).
+
+    uint8 tensors are read as 0..255 whatever ``data_range`` says (as in the engine);
+    ``data_range`` is the scale of float tensors.
 
     As in torchmetrics' own metrics, ``forward`` (``metric(preds)``) keeps the autograd graph
     when ``preds`` requires grad (``is_differentiable``), so the batch value can be a loss;
@@ -212,14 +257,15 @@ class BPCLIPScore(Metric):
         device: str | torch.device | None = None,
         precision: str = "auto",
         batch_size: int = 8,
+        return_dimensions: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self.reduction = _check_options(reduction, data_range, top_k)
+        self.reduction = _check_options(reduction, data_range, top_k, mode)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
         self.zero_shot, self.mode = zero_shot, mode
         self.data_range = tuple(data_range) if isinstance(data_range, (tuple, list)) else data_range
-        self.return_adjectives, self.top_k = return_adjectives, top_k
+        self.return_adjectives, self.top_k, self.return_dimensions = return_adjectives, top_k, return_dimensions
         self.engine_device, self.precision, self.batch_size = device, precision, batch_size
         self.warned_ignored_target = False
         engine = self._engine()  # load (and validate) now, not at the first update
@@ -227,6 +273,10 @@ class BPCLIPScore(Metric):
         self.add_state("score_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
         self.add_state("probability_sum", torch.zeros(len(engine.model.card.adjectives)), dist_reduce_fx="sum")
+        self.sums_goodness = return_dimensions and self.reduction not in ("none", None)
+        if self.sums_goodness:
+            goodness_sum = torch.zeros(len(_dimension_names(engine)), dtype=torch.float64)
+            self.add_state("goodness_sum", goodness_sum, dist_reduce_fx="sum")
         if self.reduction in ("none", None):
             self.add_state("scores", [], dist_reduce_fx="cat")
             self.add_state("probabilities", [], dist_reduce_fx="cat")
@@ -313,12 +363,15 @@ class BPCLIPScore(Metric):
         self.score_sum = self.score_sum + scores.double().sum()
         self.total += scores.numel()
         self.probability_sum = self.probability_sum + probabilities.sum(0)
+        if self.sums_goodness:
+            self.goodness_sum = self.goodness_sum + _goodness(engine, probabilities).double().sum(0)
         if self.reduction in ("none", None):
             self.scores.append(scores)
             self.probabilities.append(probabilities)
 
     def compute(self) -> Tensor | dict[str, Any]:
-        """The reduced score (and the dominant adjectives with ``return_adjectives``)."""
+        """The reduced score (and the dominant adjectives with ``return_adjectives``, the
+        dimensions' goodness with ``return_dimensions``)."""
         empty = int(self.total) == 0  # compute() before update(): torchmetrics has warned already
         if self.reduction == "elementwise_mean":
             score = (self.score_sum / self.total).float()  # NaN when empty, as the built-ins give
@@ -329,10 +382,25 @@ class BPCLIPScore(Metric):
             score, probs = torch.zeros(0, device=self.device), self.probability_sum.new_zeros(0, 0)
         else:
             score, probs = _cat(self.scores), _cat(self.probabilities)
+        if not (self.return_adjectives or self.return_dimensions):
+            return score
+        result: dict[str, Any] = {"score": score}
         if self.return_adjectives:
-            adjectives = [] if empty else _dominant_adjectives(self._engine(), probs, self.top_k)
-            return {"score": score, "adjectives": adjectives}
-        return score
+            result["adjectives"] = [] if empty else _dominant_adjectives(self._engine(), probs, self.top_k)
+        if self.return_dimensions:
+            result.update(self._dimensions(probs))
+        return result
+
+    def _dimensions(self, probabilities: Tensor) -> dict[str, Tensor]:
+        """Each dimension's reduced goodness: from its state (mean, sum) or per image (none)."""
+        engine = self._engine()
+        if self.reduction == "elementwise_mean":
+            goodness = (self.goodness_sum / self.total).float()  # NaN when empty, like the score
+        elif self.reduction == "sum":
+            goodness = self.goodness_sum.float()
+        else:  # (N, D): per image, from the gathered probabilities
+            goodness = _goodness(engine, probabilities.reshape(-1, len(engine.model.card.adjectives))).T
+        return {dim: goodness[d] for d, dim in enumerate(_dimension_names(engine))}
 
     def plot(self, val: Tensor | Sequence[Any] | dict[str, Any] | None = None, ax: Any = None) -> Any:
         """Plot a computed value or a sequence of them (e.g. one per epoch); None: ``compute()``.

@@ -86,13 +86,13 @@ def test_any_decoder_exception_is_that_inputs_error(nr_model, tmp_path, monkeypa
 def test_big_png_is_reduced_while_decoding(tmp_path):
     Image.new("L", (5000, 4000), 128).save(tmp_path / "big.png")  # 20 MP, over REDUCE_ABOVE_PIXELS
     reduced = load_image(tmp_path / "big.png", min_short_side=384)
-    assert reduced.shape == (3, 400, 500)  # box-reduced by 10 in 8-bit mode: no 20 MP float copy
+    assert reduced.shape == (3, 500, 625)  # box-reduced by 8 (as a JPEG would be) in 8-bit mode: no 20 MP float copy
     assert torch.allclose(reduced, torch.full_like(reduced, 128 / 255))
     exif_image = Image.new("RGB", (5000, 4000), (10, 20, 30))
     exif = exif_image.getexif()
     exif[0x0112] = 6
     exif_image.save(tmp_path / "rotated.png", exif=exif)
-    assert load_image(tmp_path / "rotated.png", min_short_side=384).shape == (3, 500, 400)
+    assert load_image(tmp_path / "rotated.png", min_short_side=384).shape == (3, 625, 500)
 
 
 def test_float_and_integer_modes_are_not_black(tmp_path):
@@ -175,7 +175,7 @@ def test_a_12000px_grey_png_is_scored_in_bounded_memory(tmp_path):
     """)
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     height, width, peak_mb = map(int, run.stdout.split())
-    assert (height, width) == (388, 388)  # box-reduced by 31 while in 8-bit grey
+    assert (height, width) == (500, 500)  # box-reduced by 24 (a multiple of 8, as for a JPEG) while in 8-bit grey
     assert peak_mb < 600, f"decoding took {peak_mb} MB (a full-size float RGB copy alone is 1.7 GB)"
 
 

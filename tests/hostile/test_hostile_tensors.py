@@ -93,20 +93,24 @@ def test_tensors_without_image_data_are_refused_by_name(engines, tiny_checkpoint
         _front_ends(engines, tiny_checkpoints)[front_end](make(images))
 
 
-def test_uint8_tensors_follow_each_front_end_convention(engines, tiny_checkpoints, images):
+def test_uint8_tensors_mean_0_to_255_in_every_front_end(engines, tiny_checkpoints, images):
+    # issue 29.4: predict and the metrics refused uint8 unless data_range=255 was given, while
+    # score read it as 0..255; now uint8 is 0..255 everywhere (data_range is the floats' scale)
     quantised = (images * 255).round()
     pixels, expected = quantised.byte(), engines["cpu"].predict(quantised / 255).score
-    scored = torch.tensor([r.score for r in engines["cpu"].score(pixels)])  # score: uint8 is 0..255 always
+    scored = torch.tensor([r.score for r in engines["cpu"].score(pixels)])
     assert torch.allclose(scored, expected, atol=1e-5)
-    for engine in engines.values():  # predict and the metrics: the scale is data_range, for uint8 too
+    for engine in engines.values():
+        assert torch.allclose(engine.predict(pixels).score, expected, atol=1e-5)
         assert torch.allclose(engine.predict(pixels, data_range=255.0).score, expected, atol=1e-5)
-        with pytest.raises(InputError, match=r"255\.0 for uint8.*or convert them to float in \[0, 1\]"):
-            engine.predict(pixels)
-    metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], data_range=255.0, reduction="none")
-    metric.update(pixels)
-    assert torch.allclose(metric.compute(), expected, atol=1e-5)
-    with pytest.raises(InputError, match="data_range"):
-        BPCLIPScore(checkpoint=tiny_checkpoints["nr"]).update(pixels)
+    for data_range in (1.0, 255.0):
+        metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], data_range=data_range, reduction="none")
+        metric.update(pixels)
+        assert torch.allclose(metric.compute(), expected, atol=1e-5)
+    functional = bpclip_score(pixels, checkpoint=tiny_checkpoints["nr"], reduction="none")
+    assert torch.allclose(functional, expected, atol=1e-5)
+    with pytest.raises(InputError, match="data_range"):  # float 0..255 data still needs data_range
+        BPCLIPScore(checkpoint=tiny_checkpoints["nr"]).update(quantised)
 
 
 def test_pyiqa_tensors_of_every_dtype(tiny_checkpoints, images):

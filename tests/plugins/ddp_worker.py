@@ -16,10 +16,12 @@ def main(rank: int, world: int, checkpoint: str, port: str, out: str) -> None:
     images = torch.load(out + ".images.pt", weights_only=True)
     mean_metric = BPCLIPScore(checkpoint=checkpoint)
     all_metric = BPCLIPScore(checkpoint=checkpoint, reduction="none")
+    dimensions = BPCLIPScore(checkpoint=checkpoint, return_dimensions=True)  # its goodness_sum state
     for batch in images[rank::world].split(2):
         mean_metric.update(batch)
         all_metric.update(batch)
-    result = {"mean": mean_metric.compute(), "all": all_metric.compute()}
+        dimensions.update(batch)
+    result = {"mean": mean_metric.compute(), "all": all_metric.compute(), "dimensions": dimensions.compute()}
     if rank == 0:
         torch.save(result, out)
     dist.barrier()

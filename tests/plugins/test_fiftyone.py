@@ -327,3 +327,18 @@ def test_the_reference_dropdown_lists_only_path_fields(dataset):
     ctx = Context()
     ctx.dataset = dataset
     assert _path_fields(ctx) == ["reference"]
+
+
+def test_the_progress_bar_draws_each_state_once(monkeypatch, capsys):
+    import bpclip_plugins.fiftyone as plugin
+
+    def steps(samples, **options):
+        for i in range(1, 4):
+            yield {"progress": i / 3, "label": f"BPCLIP: scored {i}/3"}
+        return "summary"
+
+    monkeypatch.setattr(plugin, "iter_compute_quality", steps)
+    assert plugin.compute_quality(None, progress=True) == "summary"
+    drawn = capsys.readouterr().err
+    for i in (1, 2):  # the last state is drawn again when the bar closes, as tqdm does
+        assert drawn.count(f"BPCLIP: scored {i}/3") == 1, drawn

@@ -11,10 +11,12 @@ import torch
 from PIL import Image
 
 import bpclip_plugins  # noqa: F401  (registers BPCLIP with pyiqa)
+from bpclip_core.adjectives import DIMENSIONS
 from bpclip_core.checkpoint import load_checkpoint, read_metadata
 from bpclip_core.cli import main as cli_main
 from bpclip_core.engine import QualityEngine, load_quality_model
-from bpclip_core.errors import CheckpointError
+from bpclip_core.errors import CheckpointError, ModeMismatchError
+from bpclip_core.explain import dimension_goodness
 from bpclip_plugins.pyiqa import BPCLIPArch
 from bpclip_plugins.torchmetrics import BPCLIPScore
 
@@ -107,7 +109,7 @@ def test_a_fresh_process_knows_bpclip_without_importing_bpclip_plugins(tiny_chec
     run = _fresh_python(code)
     assert run.returncode == 0, run.stderr[-3000:]
     names, fr, score = run.stdout.strip().splitlines()[-3:]
-    assert names == "['bpclip', 'bpclip_fr', 'bpclip_zeroshot']" and fr == "True"
+    assert names == "['bpclip', 'bpclip_fr', 'bpclip_nr', 'bpclip_zeroshot']" and fr == "True"
     engine = QualityEngine(load_quality_model(tiny_checkpoints["nr"]), attention="eager")
     assert float(score) == pytest.approx(engine.score(image)[0].score, abs=1e-5)
     off = _fresh_python("import pyiqa; print('bpclip' in pyiqa.list_models())", BPCLIP_PYIQA_AUTOREGISTER="0")
@@ -230,3 +232,33 @@ def test_convert_pyiqa_trainer_output_into_a_checkpoint(tiny_checkpoints, tmp_pa
     fr_init = ["pyiqa", "convert", str(net), "--init", str(tiny_checkpoints["fr"]), "--out", str(tmp_path / "y.st")]
     assert cli_main(fr_init) == 2  # the tensors do not fit an FR config: a clear error
     assert "do not fit" in capsys.readouterr().err
+
+
+def test_pyiqa_returns_the_dimensions_when_asked(tiny_checkpoints):
+    path = tiny_checkpoints["nr"]
+    images = _images(2, 4)
+    metric = pyiqa.create_metric("bpclip", checkpoint=str(path), device="cpu", return_dimensions=True)
+    out = metric(images)
+    assert list(out) == ["score", *DIMENSIONS] and all(v.shape == (2, 1) for v in out.values())
+    plain = pyiqa.create_metric("bpclip", checkpoint=str(path), device="cpu")
+    assert torch.allclose(out["score"], plain(images), atol=1e-5)
+    model = load_checkpoint(path)
+    with torch.inference_mode():
+        expected = dimension_goodness(model(images).adjective_probabilities, model.card.adjectives)
+    assert all(torch.allclose(out[d].squeeze(1), expected[d], atol=1e-4) for d in DIMENSIONS)
+
+
+def test_bpclip_nr_is_bpclip_beside_bpclip_fr(tiny_checkpoints):
+    assert "bpclip_nr" in pyiqa.list_models(metric_mode="NR")
+    images = _images(2, 6)
+    nr = pyiqa.create_metric("bpclip_nr", checkpoint=str(tiny_checkpoints["nr"]), device="cpu")
+    plain = pyiqa.create_metric("bpclip", checkpoint=str(tiny_checkpoints["nr"]), device="cpu")
+    assert (nr.metric_mode, nr.lower_better) == ("NR", False)
+    assert torch.allclose(nr(images), plain(images), atol=1e-6)
+    with pytest.raises(ModeMismatchError):  # an FR checkpoint is refused, as by "bpclip"
+        pyiqa.create_metric("bpclip_nr", checkpoint=str(tiny_checkpoints["fr"]), device="cpu")
+
+
+def test_an_unknown_mode_names_the_valid_modes():
+    with pytest.raises(ValueError, match=r"mode must be one of 'nr', 'fr' .*got 'xx'"):
+        pyiqa.create_metric("bpclip", mode="xx", device="cpu")

@@ -6,8 +6,9 @@ import torch
 from torchmetrics import MetricCollection
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from bpclip_core import CheckpointNotFoundError, InputError, ModeMismatchError
+from bpclip_core import DIMENSIONS, CheckpointNotFoundError, InputError, ModeMismatchError
 from bpclip_core.checkpoint import load_checkpoint
+from bpclip_core.explain import dimension_goodness
 from bpclip_plugins.torchmetrics import BPCLIPScore, bpclip_score
 
 
@@ -234,3 +235,72 @@ def test_nr_metric_in_a_collection_ignores_the_target_with_one_warning(tiny_chec
     values = collection.compute()
     assert torch.allclose(values["bpclip"], _direct_scores(path, preds).mean(), atol=1e-5)
     assert "ssim" in values
+
+
+# per-dimension scores (issue 29.3), as CLIP-IQA's per-prompt dict
+
+
+def _expected_goodness(path, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    model = load_checkpoint(path)
+    with torch.inference_mode():
+        return dimension_goodness(model(images).adjective_probabilities, model.card.adjectives)
+
+
+@pytest.mark.parametrize("reduction", ["elementwise_mean", "sum", "none"])
+def test_torchmetrics_returns_each_dimension_reduced_like_the_score(tiny_checkpoints, reduction):
+    path = tiny_checkpoints["nr"]
+    a, b = _images(3, 0), _images(2, 1)
+    expected = _expected_goodness(path, torch.cat([a, b]))
+    reduce = {"elementwise_mean": torch.mean, "sum": torch.sum, "none": lambda v: v}[reduction]
+    metric = BPCLIPScore(checkpoint=path, reduction=reduction, return_dimensions=True)
+    metric.update(a)
+    batch = metric(b)  # forward: the batch's value, also a dict
+    assert set(batch) == {"score", *DIMENSIONS}
+    result = metric.compute()
+    functional = bpclip_score(torch.cat([a, b]), checkpoint=path, reduction=reduction, return_dimensions=True)
+    assert list(result) == ["score", *DIMENSIONS] and list(functional) == ["score", *DIMENSIONS]
+    for dim in DIMENSIONS:
+        assert torch.allclose(result[dim], reduce(expected[dim]), atol=1e-4), dim
+        assert torch.allclose(functional[dim], reduce(expected[dim]), atol=1e-4), dim
+    both = BPCLIPScore(checkpoint=path, return_dimensions=True, return_adjectives=True)
+    both.update(a)
+    assert set(both.compute()) == {"score", "adjectives", *DIMENSIONS}
+
+
+def test_torchmetrics_dimension_state_is_small_and_summed_across_processes(tiny_checkpoints):
+    metric = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], return_dimensions=True)
+    assert metric._reductions["goodness_sum"].__name__ == "dim_zero_sum"  # DDP: summed, like score_sum
+    assert metric.goodness_sum.shape == (len(DIMENSIONS),)
+    every = BPCLIPScore(checkpoint=tiny_checkpoints["nr"], reduction="none", return_dimensions=True)
+    assert "goodness_sum" not in every._defaults  # "none": computed from the gathered probabilities
+    assert "goodness_sum" not in BPCLIPScore(checkpoint=tiny_checkpoints["nr"])._defaults
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        empty = metric.compute()
+    assert all(torch.isnan(empty[dim]) for dim in DIMENSIONS)
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        assert all(v.numel() == 0 for k, v in every.compute().items())
+
+
+def test_torchmetrics_dimensions_are_differentiable(tiny_checkpoints):
+    images = _images(2, 3).requires_grad_(True)
+    result = bpclip_score(images, checkpoint=tiny_checkpoints["nr"], return_dimensions=True)
+    result["sharpness"].backward()
+    assert images.grad is not None and bool(images.grad.abs().sum() > 0)
+
+
+def test_an_unknown_mode_names_the_valid_modes():
+    # before: "no bundled model is named 'bpclip-xx'", found while resolving the checkpoint
+    with pytest.raises(ValueError, match=r"mode must be one of 'nr', 'fr' .*got 'xx'"):
+        BPCLIPScore(mode="xx")
+
+
+def test_uint8_tensors_are_read_as_0_to_255(tiny_checkpoints):
+    path = tiny_checkpoints["nr"]
+    pixels = (_images(2, 20) * 255).round().byte()
+    expected = _direct_scores(path, pixels.float() / 255)
+    metric = BPCLIPScore(checkpoint=path, reduction="none")  # the default data_range=1.0
+    metric.update(pixels)
+    assert torch.allclose(metric.compute(), expected, atol=1e-5)
+    assert torch.allclose(bpclip_score(pixels, checkpoint=path, reduction="none"), expected, atol=1e-5)
+    ranged = bpclip_score(pixels, checkpoint=path, data_range=(-1.0, 1.0), reduction="none")  # floats' scale only
+    assert torch.allclose(ranged, expected, atol=1e-5)

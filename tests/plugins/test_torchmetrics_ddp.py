@@ -32,3 +32,8 @@ def test_two_gloo_processes_sync_to_the_single_process_result(tiny_checkpoints, 
     every = BPCLIPScore(checkpoint=checkpoint, reduction="none")
     every.update(images)
     assert torch.allclose(synced["all"].sort().values, every.compute().sort().values, atol=1e-5)
+    dimensions = BPCLIPScore(checkpoint=checkpoint, return_dimensions=True)
+    dimensions.update(images)
+    expected = dimensions.compute()
+    assert synced["dimensions"].keys() == expected.keys()
+    assert all(torch.allclose(synced["dimensions"][k], expected[k], atol=1e-5) for k in expected)

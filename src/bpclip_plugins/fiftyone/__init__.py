@@ -610,7 +610,7 @@ def compute_quality(
                 progress(update)
             elif bar is not None:
                 bar.n = update["progress"]
-                bar.set_description(update["label"])
+                bar.set_description(update["label"], refresh=False)  # one redraw per state, not two
                 bar.refresh()
     except StopIteration as stop:
         return stop.value
