@@ -7,60 +7,45 @@ import shutil
 
 import fiftyone as fo
 import fiftyone.operators as foo
-import numpy as np
 import pytest
 from fiftyone import ViewField as F
-from PIL import Image
 
 from bpclip_plugins.fiftyone import (
     ERROR_TAG,
     NOTHING_TO_SCORE,
     QualityTagging,
-    compute_quality,
     get_quality_run,
     install_plugin,
     list_quality_runs,
 )
+from fiftyone_support import dataset_maker, run_quality, seeded_images
 
 URI = "@bpclip/quality/compute_quality"
 UNTRAINED = "is the model trained"
 QUANTILES = QualityTagging(bands="quantiles")  # the bands whose 0/1/tied-sample warnings are checked here
 
 
-@pytest.fixture
-def make_dataset(tmp_path, request):
-    """``make(paths)``: a persistent dataset of those files, labelled alternately "a" and "b"; deleted after."""
-    made = []
-
-    def make(paths: list) -> fo.Dataset:
-        name = f"bpclip-hostile-{request.node.name}-{len(made)}"[:100]
-        if fo.dataset_exists(name):
-            fo.delete_dataset(name)
-        dataset = fo.Dataset(name, persistent=True)
-        labels = [fo.Classification(label="ab"[i % 2]) for i in range(len(paths))]
-        dataset.add_samples([fo.Sample(filepath=str(p), ground_truth=lab) for p, lab in zip(paths, labels)])
-        made.append(dataset)
-        return dataset
-
-    yield make
-    for dataset in made:
-        dataset.delete()
+def _labelled(path, i: int) -> fo.Sample:
+    """A sample of that file, labelled alternately "a" and "b"."""
+    return fo.Sample(filepath=str(path), ground_truth=fo.Classification(label="ab"[i % 2]))
 
 
 @pytest.fixture
-def images(tmp_path):
+def make_dataset(request):
+    """``make(paths)``: a throwaway persistent dataset of those files (see ``dataset_maker``)."""
+    yield from dataset_maker(
+        f"bpclip-hostile-{request.node.name}",
+        _labelled,
+    )
+
+
+@pytest.fixture
+def images(tmp_path) -> list:
     """Five distinct seeded random images on disk."""
-    rng = np.random.default_rng(3)
-    paths = []
-    for i in range(5):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return seeded_images(tmp_path, 5, seed=3)
 
 
-def _run(samples, checkpoint, **options):
-    return compute_quality(samples, checkpoint=str(checkpoint), num_workers=0, **options)
+_run = run_quality
 
 
 def _notifications(result) -> list[dict]:

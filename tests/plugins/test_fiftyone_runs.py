@@ -13,12 +13,11 @@ from types import SimpleNamespace
 
 import fiftyone as fo
 import fiftyone.operators as foo
-import numpy as np
 import pytest
 from bson import json_util
 from fiftyone import ViewField as F
 from fiftyone.operators.executor import ExecutionError
-from PIL import Image
+from fiftyone_support import dataset_maker, run_quality, seeded_images
 
 from bpclip_core.checkpoint import init_checkpoint, read_metadata
 from bpclip_plugins.fiftyone import (
@@ -38,39 +37,24 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "images"
 PRISTINE = ["astronaut.jpg", "chelsea.jpg", "coffee.jpg", "rocket.jpg"]
 
 
+def _with_reference(path, i: int) -> fo.Sample:
+    """A sample of that file with itself as its ``reference`` path."""
+    return fo.Sample(filepath=str(path), reference=str(path))
+
+
 @pytest.fixture
 def make_dataset(request):
-    """``make(paths)``: a persistent dataset of those files (with a ``reference`` path field); deleted after."""
-    made = []
-
-    def make(paths: list[Path]) -> fo.Dataset:
-        name = f"bpclip-runs-{request.node.name}-{len(made)}"[:100]
-        if fo.dataset_exists(name):
-            fo.delete_dataset(name)
-        dataset = fo.Dataset(name, persistent=True)
-        dataset.add_samples([fo.Sample(filepath=str(p), reference=str(p)) for p in paths])
-        made.append(dataset)
-        return dataset
-
-    yield make
-    for dataset in made:
-        dataset.delete()
+    """``make(paths)``: a throwaway persistent dataset of those files (see ``dataset_maker``)."""
+    yield from dataset_maker(f"bpclip-runs-{request.node.name}", _with_reference)
 
 
 @pytest.fixture
-def images(tmp_path) -> list[Path]:
+def images(tmp_path) -> list:
     """Six distinct seeded random images."""
-    rng = np.random.default_rng(11)
-    paths = []
-    for i in range(6):
-        path = tmp_path / f"img{i}.png"
-        Image.fromarray(rng.integers(0, 256, (48, 56, 3), dtype=np.uint8)).save(path)
-        paths.append(path)
-    return paths
+    return seeded_images(tmp_path, 6, seed=11)
 
 
-def _run(samples, checkpoint, **options):
-    return compute_quality(samples, checkpoint=str(checkpoint), num_workers=0, **options)
+_run = run_quality
 
 
 def _requests(result) -> list[dict]:
