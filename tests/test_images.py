@@ -123,11 +123,11 @@ def test_jpegs_for_a_device_decoder(tmp_path):
 
 @pytest.mark.parametrize(("width", "height", "short"), [(1024, 768, 384), (1000, 700, 160), (4000, 3000, 384),
                                                         (300, 260, 64), (333, 129, 64), (640, 480, 384)])  # fmt: skip
-def test_jpeg_draft_scale_is_pils_reduced_decoding(tmp_path, width, height, short):
-    from bpclip_core.images import jpeg_draft_scale, load_pixels
+def test_reduction_factor_is_pils_reduced_decoding(tmp_path, width, height, short):
+    from bpclip_core.images import load_pixels, reduction_factor
 
     Image.new("RGB", (width, height), (90, 120, 30)).save(tmp_path / "x.jpg")
-    factor = jpeg_draft_scale(width, height, short)
+    factor = reduction_factor(width, height, short)
     expected = (3, -(-height // factor), -(-width // factor))
     assert load_pixels(tmp_path / "x.jpg", min_short_side=short).shape == expected
 

@@ -179,9 +179,6 @@ def reduction_factor(width: int, height: int, min_short_side: int | None) -> int
     return next((s for s in (4, 2) if most >= s), 1)
 
 
-jpeg_draft_scale = reduction_factor  # its name before it covered every format
-
-
 def load_pixels_or_jpeg(
     path: str | Path, min_short_side: int | None = None, max_pixels: int | None = None, reduced: bool = True
 ) -> torch.Tensor | EncodedJPEG:
