@@ -3,7 +3,7 @@
 `bench_inference.py` measures each backend in turn, so a slow stretch of a shared machine
 lands on one row; here the engines take turns, round after round, and the best round of
 each is compared. This is the measurement behind ``DEFAULT_ATTENTION`` in
-``bpclip_core/engine.py``.
+``bpclip_core/running/engine.py``.
 
     .venv/bin/python benchmarks/bench_attention.py            # CPU, 384x384, batch 8
 """
@@ -16,7 +16,7 @@ import time
 import torch
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.engine import QualityEngine
+from bpclip_core.running.engine import QualityEngine
 
 
 def main() -> None:

@@ -28,8 +28,8 @@ def main() -> None:
 
     import fiftyone as fo
 
-    from bpclip_core.checkpoint import init_checkpoint
-    from bpclip_core.engine import QualityEngine, load_quality_model
+    from bpclip_core.running.engine import QualityEngine, load_quality_model
+    from bpclip_core.weights.checkpoint import init_checkpoint
     from bpclip_plugins.fiftyone import compute_quality
 
     process = psutil.Process()

@@ -39,8 +39,8 @@ from bench_inference import PeakMemory, rate  # the helpers of the CPU benchmark
 from PIL import Image
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.backbone import build_backbone
-from bpclip_core.engine import QualityEngine, pick_device
+from bpclip_core.model.backbone import build_backbone
+from bpclip_core.running.engine import QualityEngine, pick_device
 
 
 @dataclass
@@ -226,8 +226,8 @@ def engine_files(bench: Bench, folder: Path) -> None:
     size, count = bench.sizes.large, bench.sizes.files
 
     def decode_alone() -> tuple[float, str]:
-        from bpclip_core.device_pipeline import decode_jpegs, reduce_like_draft
-        from bpclip_core.images import load_pixels_or_jpeg, resize_short_side
+        from bpclip_core.inputs.decoding import load_pixels_or_jpeg, resize_short_side
+        from bpclip_core.inputs.device_pipeline import decode_jpegs, reduce_like_draft
 
         encoded = [load_pixels_or_jpeg(p, size) for p in sorted(folder.iterdir())]
 
@@ -262,8 +262,8 @@ def engine_files(bench: Bench, folder: Path) -> None:
 def score_agreement(bench: Bench, folder: Path) -> None:
     """The largest score difference of each device pipeline from the cpu pipeline: the bundled
     (trained) NR model on the files, in fp32, at its own size and at the large size."""
-    from bpclip_core.checkpoint import bundled_checkpoint, load_checkpoint
-    from bpclip_core.protocol import TestTimeProtocol
+    from bpclip_core.inputs.protocol import TestTimeProtocol
+    from bpclip_core.weights.checkpoint import bundled_checkpoint, load_checkpoint
 
     model = load_checkpoint(bundled_checkpoint("nr"))
     sizes = (model.config.image_size, bench.sizes.large)

@@ -44,8 +44,8 @@ import torchvision
 from PIL import Image
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.backbone import build_backbone, fold_frozen_batchnorm
-from bpclip_core.engine import QualityEngine, prefers_channels_last
+from bpclip_core.model.backbone import build_backbone, fold_frozen_batchnorm
+from bpclip_core.running.engine import QualityEngine, prefers_channels_last
 
 
 class PeakMemory:
@@ -117,7 +117,7 @@ def huge_photo_peak_rss(size: int) -> float:
         Image.fromarray((big.permute(1, 2, 0) * 255).byte().numpy()).save(path, quality=90)
         code = (
             "import json, re, torch; from bpclip_core import BPCLIP, preset;"
-            "from bpclip_core.engine import QualityEngine;"
+            "from bpclip_core.running.engine import QualityEngine;"
             f"m = BPCLIP(preset('paper', image_size={size}), torch.randn(40, 1024));"
             f"r = QualityEngine(m, device='cpu', num_workers=0).score({str(path)!r})[0];"
             "hwm = re.search(r'VmHWM:\\s+(\\d+) kB', open('/proc/self/status').read());"
@@ -132,7 +132,7 @@ def huge_photo_peak_rss(size: int) -> float:
 
 def shipped_rows(measure, device: torch.device, batch: int, size: int, channels_last: bool) -> None:
     """The bundled models at their test-time size against their own backbone and TOPIQ at ``size``."""
-    from bpclip_core.checkpoint import load_checkpoint, resolve_checkpoint
+    from bpclip_core.weights.checkpoint import load_checkpoint, resolve_checkpoint
 
     speeds: dict[str, float] = {}
     for mode in ("nr", "fr"):

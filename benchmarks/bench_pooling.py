@@ -2,7 +2,7 @@
 
 For each backbone level of the paper model (random weights, real feature shapes), the plain
 form writes the full-size products ``mask * part`` and pools them (for FR, on the whole
-batch at once); BPCLIP's form (`bpclip_core.gated_pooling`) runs the masked window sums as
+batch at once); BPCLIP's form (`bpclip_core.model.gated_pooling`) runs the masked window sums as
 matrix products on channels_last maps and, for FR inference, the batch in chunks of at most
 ``CHUNK_BYTES`` per map. The two are timed interleaved; the ratios are the numbers to quote.
 
@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.gated_pooling import GatedLocalPoolingFR, masked_window_means
+from bpclip_core.model.gated_pooling import GatedLocalPoolingFR, masked_window_means
 
 
 def plain_fr(glp: GatedLocalPoolingFR, distorted: torch.Tensor, reference: torch.Tensor, grid: tuple[int, int]):

@@ -28,14 +28,14 @@ import tempfile
 import time
 from pathlib import Path
 
-HEAVY = ("torch", "open_clip", "torchvision", "pyiqa", "fiftyone", "matplotlib", "bpclip_core.engine")
+HEAVY = ("torch", "open_clip", "torchvision", "pyiqa", "fiftyone", "matplotlib", "bpclip_core.running.engine")
 
 PHASES = r"""
 import json, sys, time
 t0 = time.perf_counter()
 from bpclip_core import cli
 t1 = time.perf_counter()
-from bpclip_core.engine import QualityEngine
+from bpclip_core.running.engine import QualityEngine
 t2 = time.perf_counter()
 engine = QualityEngine.from_checkpoint(None, device="cpu")
 t3 = time.perf_counter()

@@ -18,7 +18,7 @@ from bench_inference import topiq
 from bench_pooling import interleaved
 
 from bpclip_core import BPCLIP, preset
-from bpclip_core.engine import QualityEngine
+from bpclip_core.running.engine import QualityEngine
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from bpclip_core.backbone import build_backbone
-from bpclip_core.config import preset
-from bpclip_core.model import BPCLIP
+from bpclip_core.model.backbone import build_backbone
+from bpclip_core.model.bpclip import BPCLIP
+from bpclip_core.model.config import preset
 from bpclip_core.training.trainer import TensorOutputs, calibrate_batchnorm, train_step
 
 

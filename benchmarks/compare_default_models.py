@@ -14,7 +14,7 @@ the models that explain) adjective balanced accuracy (:mod:`bpclip_core.training
 Lower-is-better metrics (piqe, gmsd) are negated first. The pseudo-MOS labels come from MS-SSIM
 and CIEDE2000 (FR measures), so FR SRCC favours measures of that family: read monotonicity too.
 
-    git show <commit>:src/bpclip_core/models/bpclip-nr.safetensors > data/old-nr.safetensors   # (and fr)
+    git show <commit>:src/bpclip_core/weights/bundled/bpclip-nr.safetensors > data/old-nr.safetensors   # (and fr)
     .venv/bin/python benchmarks/compare_default_models.py --work data/default-models \\
         --old-nr data/old-nr.safetensors --old-fr data/old-fr.safetensors --json data/compare.json
 """
@@ -30,12 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.data.readers import read_csv_dataset
 from bpclip_core.data.splits import load_splits
-from bpclip_core.images import load_image
+from bpclip_core.inputs.decoding import load_image
 from bpclip_core.training.default_models import HELDOUT_PER_PICTURE, PACKAGE_MODELS, heldout_indices
 from bpclip_core.training.synthetic_eval import format_markdown, score_dataset, synthetic_figures
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 NR_PEERS = ("piqe",)
 FR_PEERS = ("psnr", "ssim", "ms_ssim", "gmsd", "fsim", "vsi")

@@ -2,11 +2,11 @@
 
 Per backbone level F_1..F_5: standard deviation and largest |value| on the four originals of
 ``examples/images`` (resized to the model's image size), and the largest activation of any
-backbone layer on those plus the synthetic extremes of ``bpclip_core.feature_scale.probe_images``.
+backbone layer on those plus the synthetic extremes of ``bpclip_core.model.feature_scale.probe_images``.
 A frozen-BatchNorm backbone trained from random initialisation can grow its scale level by
 level; above 65504 fp16 autocast overflows (docs/training.md):
 
-    .venv/bin/python benchmarks/feature_range.py src/bpclip_core/models/bpclip-{nr,fr}.safetensors
+    .venv/bin/python benchmarks/feature_range.py src/bpclip_core/weights/bundled/bpclip-{nr,fr}.safetensors
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from bpclip_core.checkpoint import load_checkpoint
-from bpclip_core.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
-from bpclip_core.images import load_image
+from bpclip_core.inputs.decoding import load_image
+from bpclip_core.model.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 PICTURES = ("astronaut", "coffee", "chelsea", "rocket")
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"

@@ -5,9 +5,10 @@ The same figures as the rebuild pipeline (bpclip_core/training/synthetic_eval.py
 the training pictures (``--part train``), to see whether a model fits what it was trained on:
 
     .venv/bin/python benchmarks/heldout_check.py data/default-models/run-nr/model.safetensors --every 5
-    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train --every 8
-    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-fr.safetensors --precision fp16
-    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/models/bpclip-nr.safetensors --part train \
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/weights/bundled/bpclip-nr.safetensors \
+        --part train --every 8
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/weights/bundled/bpclip-fr.safetensors --precision fp16
+    .venv/bin/python benchmarks/heldout_check.py src/bpclip_core/weights/bundled/bpclip-nr.safetensors --part train \
         --data synthetic-min12-types6 --every 8    # the NR model's own (wider) training content
 
 The held-out references are the same in every data folder; the training ones are not.
@@ -21,10 +22,10 @@ import argparse
 import json
 from pathlib import Path
 
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.data.readers import read_csv_dataset
 from bpclip_core.data.splits import load_splits
 from bpclip_core.training.synthetic_eval import evaluate_synthetic
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ from scipy import stats
 
 from bpclip_core.data.pseudo_mos import PseudoMOSTable, distortion_measure, gmsd
 from bpclip_core.data.synthetic import HARMS, LEVELS, REALISTIC, distort, pseudo_mos
-from bpclip_core.images import find_images, load_image
+from bpclip_core.inputs.decoding import find_images, load_image
 
 
 def main() -> None:

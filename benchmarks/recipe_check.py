@@ -84,7 +84,7 @@ def main() -> None:
                 results[name].append(metrics["srcc"])
                 learned = ""
                 if model_fields.get("learn_temperature"):
-                    from bpclip_core.checkpoint import load_checkpoint
+                    from bpclip_core.weights.checkpoint import load_checkpoint
 
                     learned = f", learned temperature {float(load_checkpoint(result.best_checkpoint).temperature):.4f}"
                 print(f"seed {seed} {name:18s} kept (last-epoch) model: test SRCC {metrics['srcc']:.3f} "

@@ -4,7 +4,7 @@
     python examples/ray_score.py examples/images scores.parquet              # a local Ray cluster
     python examples/ray_score.py paths.parquet scores.parquet --address auto --gpus-per-actor 1
 
-A folder is listed on the driver (bpclip_core.images.find_images) and becomes a dataset of
+A folder is listed on the driver (bpclip_core.inputs.decoding.find_images) and becomes a dataset of
 one row per image; a Parquet input (a file or a folder of files, local or ``s3://...``) needs
 a column of paths (``--path-column``, and ``--reference-column`` for a full-reference model).
 The output is a folder of Parquet files: the input columns and BPCLIP's result columns
@@ -23,7 +23,7 @@ from pathlib import Path
 import ray
 import ray.data
 
-from bpclip_core.images import ScanProblem, find_images
+from bpclip_core.inputs.decoding import ScanProblem, find_images
 from bpclip_plugins.ray import score_dataset
 
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from bpclip_core.checkpoint import load_checkpoint
-from bpclip_core.explain import explain
-from bpclip_core.images import load_image, resize_short_side
+from bpclip_core.inputs.decoding import load_image, resize_short_side
+from bpclip_core.running.explain import explain
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 
 def main(checkpoint: str, paths: list[str]) -> None:

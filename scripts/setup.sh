@@ -54,7 +54,7 @@ fi
 for pair in astronaut_blurred:astronaut coffee_jpeg_q5:coffee; do
     "$VENV/bin/bpclip" score "examples/images/${pair%%:*}.jpg" --ref "examples/images/${pair##*:}.jpg" --top-k 2 --no-progress
 done
-if "$VENV/bin/python" -c "from bpclip_core.weights import clip_weights_path as p; p('RN50/openai')" 2>/dev/null; then
+if "$VENV/bin/python" -c "from bpclip_core.model.pretrained import clip_weights_path as p; p('RN50/openai')" 2>/dev/null; then
     "$VENV/bin/bpclip" score examples/images --zero-shot --top-k 3
 else
     echo "(zero-shot CLIP scoring skipped: RN50/openai weights are not in the Hugging Face cache;"

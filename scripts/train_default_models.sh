@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Rebuild the bundled default models (src/bpclip_core/models/bpclip-{nr,fr}.safetensors) from
+# Rebuild the bundled default models (src/bpclip_core/weights/bundled/bpclip-{nr,fr}.safetensors) from
 # nothing: content from the package registries and Debian's photographs, calibrated pseudo-MOS
 # labels, the frozen ImageNet EfficientNet-Lite2's levels cached once, the heads trained on them,
 # held-out figures, fp16 export with the model card. Every step is cached or resumable in

@@ -92,7 +92,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 from bpclip_core import BPCLIP, preset  # noqa: E402
-from bpclip_core.text import adjective_embeddings  # noqa: E402
+from bpclip_core.model.text import adjective_embeddings  # noqa: E402
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
@@ -161,7 +161,7 @@ def planted_resnet18() -> dict[str, torch.Tensor]:
     """Random ResNet18 weights written where torchvision keeps its ImageNet file (real name, .pth)."""
     import torchvision
 
-    from bpclip_core.weights import torchvision_weights_path
+    from bpclip_core.model.pretrained import torchvision_weights_path
 
     torch.manual_seed(18)
     state = torchvision.models.resnet18(weights=None).state_dict()
@@ -177,7 +177,7 @@ def planted_clip_rn50() -> dict[str, torch.Tensor]:
     from huggingface_hub.constants import HF_HUB_CACHE
     from safetensors.torch import save_file
 
-    from bpclip_core.weights import build_clip_model, clip_hub_repo
+    from bpclip_core.model.pretrained import build_clip_model, clip_hub_repo
 
     torch.manual_seed(50)
     state = {k: v.contiguous() for k, v in build_clip_model("RN50/openai", pretrained=False).state_dict().items()}

@@ -1,6 +1,6 @@
 import pytest
 
-from bpclip_core.adjectives import (
+from bpclip_core.model.adjectives import (
     DIMENSIONS,
     PROMPT_TEMPLATE,
     QUALITY_ADJECTIVES,

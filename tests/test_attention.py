@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from bpclip_core.attention import MultiHeadAttention, MultiscaleCrossAttention, SelfAttentionWeight
+from bpclip_core.model.attention import MultiHeadAttention, MultiscaleCrossAttention, SelfAttentionWeight
 
 
 def _tokens(seed=0, levels=5, n=2, length=6, dim=8):

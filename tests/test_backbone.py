@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from bpclip_core.backbone import build_backbone, fold_frozen_batchnorm
+from bpclip_core.model.backbone import build_backbone, fold_frozen_batchnorm
 
 
 @pytest.mark.parametrize(
@@ -77,7 +77,11 @@ def test_efficientnet_lite_weights_map_exactly_onto_timm_and_classify():
     import skimage.data
     import timm
 
-    from bpclip_core.weights import efficientnet_lite_weights_path, load_efficientnet_lite_weights, read_state_dict
+    from bpclip_core.model.pretrained import (
+        efficientnet_lite_weights_path,
+        load_efficientnet_lite_weights,
+        read_state_dict,
+    )
 
     source = read_state_dict(efficientnet_lite_weights_path("efficientnet_lite2"))
     network = timm.create_model("tf_efficientnet_lite2").eval()
@@ -95,7 +99,7 @@ def test_efficientnet_lite_weights_map_exactly_onto_timm_and_classify():
 def test_pretrained_efficientnet_backbone_levels_are_the_features_of_the_classifier():
     import timm
 
-    from bpclip_core.weights import load_efficientnet_lite_weights
+    from bpclip_core.model.pretrained import load_efficientnet_lite_weights
 
     backbone = build_backbone("efficientnet_lite2", pretrained=True).eval()
     network = timm.create_model("tf_efficientnet_lite2").eval()
@@ -120,7 +124,7 @@ def test_missing_efficientnet_package_names_the_package(monkeypatch, tmp_path):
 
 
 def test_a_copy_in_the_torch_cache_comes_before_the_package(monkeypatch, tmp_path):
-    from bpclip_core.weights import efficientnet_lite_weights_path
+    from bpclip_core.model.pretrained import efficientnet_lite_weights_path
 
     package_file = efficientnet_lite_weights_path("efficientnet_lite2")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))

@@ -19,10 +19,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.data.synthetic import distort
-from bpclip_core.engine import QualityEngine
-from bpclip_core.explain import explain
+from bpclip_core.running.engine import QualityEngine
+from bpclip_core.running.explain import explain
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 EXAMPLES = ("astronaut", "coffee", "chelsea", "rocket")
 SIZE = 224  # the bundled models' image size
@@ -121,7 +121,7 @@ def test_the_command_scores_with_no_checkpoint_argument(tmp_path, pictures, caps
 def test_the_bundled_models_score_under_float16_autocast(pictures, mode):
     """Their feature scale is fitted to float16 at export (feature_scale.py): before that, every
     score of the FR model was NaN under fp16 autocast, the default on GPUs without bf16."""
-    from bpclip_core.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
+    from bpclip_core.model.feature_scale import FP16_SAFE_PEAK, peak_activation, probe_images
 
     model = load_checkpoint(mode=mode)
     originals = [pictures[name] for name in EXAMPLES]

@@ -5,9 +5,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import bpclip_core.checkpoint as checkpoint_module
+import bpclip_core.weights.checkpoint as checkpoint_module
 from bpclip_core import CheckpointError, CheckpointNotFoundError, ModeMismatchError
-from bpclip_core.checkpoint import (
+from bpclip_core.errors import WeightsNotFoundError
+from bpclip_core.weights.checkpoint import (
     CHECKPOINT_ENV,
     checkpoint_dir,
     init_checkpoint,
@@ -16,7 +17,6 @@ from bpclip_core.checkpoint import (
     resolve_checkpoint,
     save_checkpoint,
 )
-from bpclip_core.errors import WeightsNotFoundError
 
 
 @pytest.mark.parametrize("mode", ["nr", "fr"])

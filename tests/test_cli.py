@@ -108,12 +108,12 @@ def test_info(checkpoints, capsys):
     out = capsys.readouterr().out
     assert "mode FR" in out and "TORCH_HOME" in out and "HF_HOME" in out
     assert main(["info"]) == 0  # no checkpoint named: the bundled default model
-    assert "bpclip_core/models/bpclip-nr.safetensors" in capsys.readouterr().out
+    assert "bpclip_core/weights/bundled/bpclip-nr.safetensors" in capsys.readouterr().out
 
 
 def test_not_found_messages_name_the_fix_where_the_user_is(checkpoints, image_dir, capsys):
     from bpclip_core import CheckpointNotFoundError
-    from bpclip_core.checkpoint import resolve_checkpoint
+    from bpclip_core.weights.checkpoint import resolve_checkpoint
 
     nr = checkpoints / "nr.safetensors"
     code, _, err = _score(capsys, image_dir, "--ref", image_dir, "--checkpoint", "no-such-name")
@@ -148,7 +148,7 @@ import contextlib, io, json, sys
 from bpclip_core.cli import main
 with contextlib.redirect_stdout(io.StringIO()) as out, contextlib.redirect_stderr(io.StringIO()) as err:
     code = main(sys.argv[1:])
-heavy = ("torch", "numpy", "PIL", "open_clip", "bpclip_core.engine", "pyiqa", "fiftyone")
+heavy = ("torch", "numpy", "PIL", "open_clip", "bpclip_core.running.engine", "pyiqa", "fiftyone")
 heavy = [m for m in heavy if m in sys.modules]
 print(json.dumps({"code": code, "heavy": heavy, "text": out.getvalue() + err.getvalue()}))
 """

@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from bpclip_core import InputError, __version__
-from bpclip_core.checkpoint import read_metadata, resolve_checkpoint
 from bpclip_core.cli import main
-from bpclip_core.inputs import check_image_shape
+from bpclip_core.inputs.checks import check_image_shape
+from bpclip_core.weights.checkpoint import read_metadata, resolve_checkpoint
 
 
 def test_version_prints_the_version_and_exits_0(capsys):

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bpclip_core.config import BPCLIPConfig, ScoreScale, preset
+from bpclip_core.model.config import BPCLIPConfig, ScoreScale, preset
 
 
 def test_presets_and_round_trip():

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bpclip_core.adjectives import DIMENSIONS, QUALITY_ADJECTIVES
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.cli import main
-from bpclip_core.engine import QualityEngine, ScoredInput
-from bpclip_core.explain import explain, select_adjectives
-from bpclip_core.model import QualityOutput
+from bpclip_core.model.adjectives import DIMENSIONS, QUALITY_ADJECTIVES
+from bpclip_core.model.bpclip import QualityOutput
+from bpclip_core.running.engine import QualityEngine, ScoredInput
+from bpclip_core.running.explain import explain, select_adjectives
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "images"
 WORDS = [a.word for a in QUALITY_ADJECTIVES]

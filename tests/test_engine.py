@@ -4,9 +4,9 @@ import torch
 from PIL import Image
 
 from bpclip_core import InputError
-from bpclip_core.checkpoint import save_checkpoint
-from bpclip_core.engine import QualityEngine, autocast_dtype, compile_attention, pick_device
-from bpclip_core.images import load_image
+from bpclip_core.inputs.decoding import load_image
+from bpclip_core.running.engine import QualityEngine, autocast_dtype, compile_attention, pick_device
+from bpclip_core.weights.checkpoint import save_checkpoint
 
 
 def _png(path, array):
@@ -53,7 +53,7 @@ def test_attention_backends_match_eager(model_factory, images, backend):
 
 
 def test_scripted_model_still_saves_and_loads(tmp_path, nr_model, images):
-    from bpclip_core.checkpoint import load_checkpoint
+    from bpclip_core.weights.checkpoint import load_checkpoint
 
     expected = nr_model(images).score
     compile_attention(nr_model, "script")
@@ -187,7 +187,7 @@ def test_bundled_model_in_bf16_agrees_with_fp32():
     """Measured on examples/images: scores within 0.007, probabilities within 0.035 (bf16 backbone)."""
     from pathlib import Path
 
-    from bpclip_core.checkpoint import bundled_checkpoint, load_checkpoint
+    from bpclip_core.weights.checkpoint import bundled_checkpoint, load_checkpoint
 
     model = load_checkpoint(bundled_checkpoint("nr"))
     files = sorted(Path(__file__).parents[1].joinpath("examples", "images").glob("*.jpg"))
@@ -213,7 +213,7 @@ def test_a_subset_scores_like_the_whole_run(nr_model, photo_dir):
 def test_the_engine_checks_values_once(nr_model, photo_dir, images, monkeypatch):
     """The model's own value checks (three host syncs per batch on a GPU) are skipped for views
     the engine checked already; the model called alone still checks."""
-    import bpclip_core.model as model_module
+    import bpclip_core.model.bpclip as model_module
 
     calls = []
     real = model_module.check_images

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bpclip_core.adjectives import DIMENSIONS, QUALITY_ADJECTIVES
-from bpclip_core.explain import dimension_goodness, explain
-from bpclip_core.model import QualityOutput
+from bpclip_core.model.adjectives import DIMENSIONS, QUALITY_ADJECTIVES
+from bpclip_core.model.bpclip import QualityOutput
+from bpclip_core.running.explain import dimension_goodness, explain
 
 
 def _output():

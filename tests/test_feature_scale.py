@@ -6,14 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from bpclip_core.engine import FP16_HINT, NON_FINITE_ERROR, QualityEngine
-from bpclip_core.feature_scale import (
+from bpclip_core.model.feature_scale import (
     FP16_SAFE_PEAK,
     fit_half_precision,
     peak_activation,
     probe_images,
     rescale_features,
 )
+from bpclip_core.running.engine import FP16_HINT, NON_FINITE_ERROR, QualityEngine
 
 FP16 = torch.finfo(torch.float16).max
 

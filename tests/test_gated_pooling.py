@@ -2,8 +2,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bpclip_core import gated_pooling
-from bpclip_core.gated_pooling import (
+from bpclip_core.model import gated_pooling
+from bpclip_core.model.gated_pooling import (
     GatedLocalPoolingFR,
     GatedLocalPoolingNR,
     LearnedPositionalEncoding,

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from bpclip_core.heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
+from bpclip_core.model.heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
 
 
 def test_fusion_weights_lie_in_zero_one_and_multiply():  # eq. 6

@@ -3,7 +3,7 @@ import pytest
 import torch
 from PIL import Image
 
-from bpclip_core.images import ImageReadError, find_images, load_image, resize_short_side
+from bpclip_core.inputs.decoding import ImageReadError, find_images, load_image, resize_short_side
 
 
 def _rgb(h=40, w=60):
@@ -79,7 +79,7 @@ def test_find_images_expands_folders(tmp_path):
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "P", "CMYK", "I;16"])
 def test_load_pixels_are_the_pixels_load_image_divides(tmp_path, mode):
-    from bpclip_core.images import load_pixels
+    from bpclip_core.inputs.decoding import load_pixels
 
     image = Image.fromarray(_rgb(40, 60)).convert(mode) if mode != "I;16" else Image.fromarray(
         (np.linspace(0, 65535, 40 * 60).reshape(40, 60)).astype(np.uint16))  # fmt: skip
@@ -93,7 +93,7 @@ def test_load_pixels_are_the_pixels_load_image_divides(tmp_path, mode):
 
 
 def test_jpegs_for_a_device_decoder(tmp_path):
-    from bpclip_core.images import EncodedJPEG, load_pixels, load_pixels_or_jpeg
+    from bpclip_core.inputs.decoding import EncodedJPEG, load_pixels, load_pixels_or_jpeg
 
     rotated = Image.fromarray(_rgb(40, 60))
     exif = rotated.getexif()
@@ -124,7 +124,7 @@ def test_jpegs_for_a_device_decoder(tmp_path):
 @pytest.mark.parametrize(("width", "height", "short"), [(1024, 768, 384), (1000, 700, 160), (4000, 3000, 384),
                                                         (300, 260, 64), (333, 129, 64), (640, 480, 384)])  # fmt: skip
 def test_reduction_factor_is_pils_reduced_decoding(tmp_path, width, height, short):
-    from bpclip_core.images import load_pixels, reduction_factor
+    from bpclip_core.inputs.decoding import load_pixels, reduction_factor
 
     Image.new("RGB", (width, height), (90, 120, 30)).save(tmp_path / "x.jpg")
     factor = reduction_factor(width, height, short)
@@ -133,7 +133,7 @@ def test_reduction_factor_is_pils_reduced_decoding(tmp_path, width, height, shor
 
 
 def test_orient_is_pils_exif_transpose_on_tensors():
-    from bpclip_core.images import _apply_orientation, orient
+    from bpclip_core.inputs.decoding import _apply_orientation, orient
 
     array = _rgb(5, 7)
     for orientation in range(1, 9):

@@ -17,11 +17,11 @@ import pytest
 import torch
 from PIL import Image
 
-import bpclip_core.device_pipeline as device_pipeline
+import bpclip_core.inputs.device_pipeline as device_pipeline
 from bpclip_core import InputError
-from bpclip_core.device_pipeline import OnDevice, on_device
-from bpclip_core.engine import QualityEngine
-from bpclip_core.loading import error_text, expand_inputs, input_label
+from bpclip_core.inputs.device_pipeline import OnDevice, on_device
+from bpclip_core.inputs.loading import error_text, expand_inputs, input_label
+from bpclip_core.running.engine import QualityEngine
 from hostile.corpus import build_image_corpus, sixteen_bit_png
 
 TOLERANCE = {"pil": 1e-5, "torchvision": 1e-4}  # on scores in [0, 1]; measured 0 and 5e-6
@@ -81,9 +81,9 @@ def test_device_pipeline_scores_files_as_the_cpu_pipeline_does(nr_model, mixed_f
 
 def _views(dataset_type, protocol, paths, **options):
     """The views each pipeline gives the model for ``paths`` (NR), in order."""
-    from bpclip_core.device_pipeline import DecodedInputs, DeviceViews
-    from bpclip_core.loading import PreparedViews
-    from bpclip_core.protocol import TestTimeProtocol
+    from bpclip_core.inputs.device_pipeline import DecodedInputs, DeviceViews
+    from bpclip_core.inputs.loading import PreparedViews
+    from bpclip_core.inputs.protocol import TestTimeProtocol
 
     protocol = TestTimeProtocol(protocol, size=64)
     dataset = dataset_type(list(paths), [None] * len(paths), protocol, False, **options)
@@ -95,8 +95,8 @@ def _views(dataset_type, protocol, paths, **options):
 
 
 def test_the_model_sees_the_same_pixels_from_both_pipelines(tmp_path, mixed_files):
-    from bpclip_core.device_pipeline import DecodedInputs
-    from bpclip_core.loading import PreparedViews
+    from bpclip_core.inputs.device_pipeline import DecodedInputs
+    from bpclip_core.inputs.loading import PreparedViews
 
     paths = sorted(mixed_files.iterdir())
     cpu, *_ = _views(PreparedViews, "resize", paths)

@@ -121,8 +121,8 @@ def test_mode_errors(nr_model, fr_model, images):
 
 
 def test_table_v_ablation_switches(tiny_text_embeddings, images, tmp_path):
-    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
-    from bpclip_core.engine import compile_attention
+    from bpclip_core.running.engine import compile_attention
+    from bpclip_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     full = BPCLIP(preset("tiny"), tiny_text_embeddings)
@@ -157,9 +157,9 @@ def test_table_v_ablation_switches(tiny_text_embeddings, images, tmp_path):
 
 
 def test_learned_temperature_is_clamped_trained_and_saved(tiny_text_embeddings, images, tmp_path):
-    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
-    from bpclip_core.config import BPCLIPConfig
+    from bpclip_core.model.config import BPCLIPConfig
     from bpclip_core.training.trainer import parameter_groups
+    from bpclip_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     torch.manual_seed(0)
     model = BPCLIP(preset("tiny", similarity_temperature=0.1, learn_temperature=True), tiny_text_embeddings)

@@ -17,10 +17,10 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from bpclip_core.checkpoint import load_checkpoint
-from bpclip_core.engine import QualityEngine
-from bpclip_core.images import load_image, reduction_factor
-from bpclip_core.protocol import REDUCTION_MARGIN, TestTimeProtocol
+from bpclip_core.inputs.decoding import load_image, reduction_factor
+from bpclip_core.inputs.protocol import REDUCTION_MARGIN, TestTimeProtocol
+from bpclip_core.running.engine import QualityEngine
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 TOLERANCE = 1e-3  # on scores in [0, 1]
 ROOT = Path(__file__).resolve().parents[1]

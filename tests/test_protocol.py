@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from bpclip_core import InputError
-from bpclip_core.protocol import TestTimeProtocol, crop_boxes
+from bpclip_core.inputs.protocol import TestTimeProtocol, crop_boxes
 
 
 def test_resize_shrinks_the_short_side_only():

@@ -19,8 +19,8 @@ import pytest
 from PIL import Image
 
 from bpclip_core.cli import main
-from bpclip_core.engine import ScoredInput
-from bpclip_core.sharding import PartError, PartWriter, TorchrunRank, merge_parts, part_path
+from bpclip_core.running.engine import ScoredInput
+from bpclip_core.running.sharding import PartError, PartWriter, TorchrunRank, merge_parts, part_path
 
 FAST = ["--no-progress", "--workers", "0", "--size", "64"]
 

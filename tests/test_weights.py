@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from bpclip_core.backbone import build_backbone
 from bpclip_core.errors import WeightsNotFoundError
-from bpclip_core.weights import (
+from bpclip_core.model.backbone import build_backbone
+from bpclip_core.model.pretrained import (
     build_clip_model,
     clip_weights_path,
     load_torchvision_weights,

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from bpclip_core import InputError
-from bpclip_core.adjectives import QUALITY_ADJECTIVES
-from bpclip_core.explain import explain
-from bpclip_core.zero_shot import ZeroShotCLIPIQA
+from bpclip_core.model.adjectives import QUALITY_ADJECTIVES
+from bpclip_core.running.explain import explain
+from bpclip_core.running.zero_shot import ZeroShotCLIPIQA
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,7 @@ so that importing this package (e.g. for the command's argument parser) does not
 
 from typing import TYPE_CHECKING, Any
 
-from .adjectives import DIMENSIONS, PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
-from .config import PRESETS, BPCLIPConfig, ScoreScale, preset
-from .errors import (
+from bpclip_core.errors import (
     BPCLIPError,
     CheckpointError,
     CheckpointNotFoundError,
@@ -16,9 +14,11 @@ from .errors import (
     ModeMismatchError,
     WeightsNotFoundError,
 )
+from bpclip_core.model.adjectives import DIMENSIONS, PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
+from bpclip_core.model.config import PRESETS, BPCLIPConfig, ScoreScale, preset
 
 if TYPE_CHECKING:
-    from .model import BPCLIP, ModelCard, QualityOutput
+    from bpclip_core.model.bpclip import BPCLIP, ModelCard, QualityOutput
 
 __version__ = "0.1.0"
 
@@ -43,7 +43,7 @@ __all__ = [
     "preset",
 ]
 
-_LAZY = {"BPCLIP": "model", "ModelCard": "model", "QualityOutput": "model"}
+_LAZY = {"BPCLIP": "model.bpclip", "ModelCard": "model.bpclip", "QualityOutput": "model.bpclip"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,7 +1,7 @@
 """The option values the front ends offer (precision, attention, protocol), importable without torch.
 
 The command builds its parser from these, so ``bpclip --help`` and argument errors answer
-before torch is imported; :mod:`bpclip_core.engine` and :mod:`bpclip_core.protocol` use them too.
+before torch is imported; :mod:`bpclip_core.running.engine` and :mod:`bpclip_core.inputs.protocol` use them too.
 """
 
 from __future__ import annotations

@@ -37,15 +37,15 @@ from typing import IO, TYPE_CHECKING, Any
 
 # Only light modules here: parsing arguments (--help, usage errors) must not import torch,
 # open_clip or the engine; each command imports what it needs when it runs.
-from . import __version__
-from .adjectives import DIMENSIONS, goodness_column
-from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS, PROTOCOLS
-from .config import MODES, PRESETS
-from .errors import BPCLIPError
+from bpclip_core import __version__
+from bpclip_core.choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS, PROTOCOLS
+from bpclip_core.errors import BPCLIPError
+from bpclip_core.model.adjectives import DIMENSIONS, goodness_column
+from bpclip_core.model.config import MODES, PRESETS
 
 if TYPE_CHECKING:  # for annotations only: importing them would import torch
-    from .engine import QualityEngine
-    from .sharding import PartWriter, TorchrunRank
+    from bpclip_core.running.engine import QualityEngine
+    from bpclip_core.running.sharding import PartWriter, TorchrunRank
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_INTERRUPTED = 0, 1, 2, 3, 4, 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
@@ -246,7 +246,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def _init_checkpoint(args: argparse.Namespace) -> int:
-    from .checkpoint import init_checkpoint
+    from bpclip_core.weights.checkpoint import init_checkpoint
 
     path = init_checkpoint(
         args.config, args.mode, args.out, random=args.random, allow_download=args.download, seed=args.seed
@@ -257,7 +257,7 @@ def _init_checkpoint(args: argparse.Namespace) -> int:
 
 
 def _score(args: argparse.Namespace) -> int:
-    from .sharding import TorchrunRank
+    from bpclip_core.running.sharding import TorchrunRank
 
     place = TorchrunRank.from_env()
     if place is not None:  # one process of `torchrun ... -m bpclip_core.cli score`
@@ -292,8 +292,8 @@ def _score(args: argparse.Namespace) -> int:
 
 def _checked_inputs(args: argparse.Namespace) -> list:
     """``score``'s checks made before any work (raises :class:`UsageError`); the expanded inputs."""
-    from .engine import pick_device
-    from .loading import expand_inputs, is_empty_folder
+    from bpclip_core.inputs.loading import expand_inputs, is_empty_folder
+    from bpclip_core.running.engine import pick_device
 
     if args.top_k < 1 or args.batch_size < 1:
         raise UsageError("--top-k and --batch-size must be at least 1")
@@ -313,7 +313,7 @@ def _refuse_output_over_inputs(output: Path | None, sources: list, ref: str | No
     writing the results would destroy that image."""
     if output is None or not output.exists():  # a file still to be made is no input
         return
-    from .images import find_images
+    from bpclip_core.inputs.decoding import find_images
 
     target = output.stat()
     references = [] if ref is None else find_images([ref])
@@ -338,8 +338,8 @@ def _name_width(sources: list) -> int:
 
 def _scoring_engine(args: argparse.Namespace, device: Any) -> QualityEngine:
     """The engine ``score``'s options ask for, on ``device``, with its test-time protocol."""
-    from .engine import QualityEngine
-    from .protocol import TestTimeProtocol
+    from bpclip_core.inputs.protocol import TestTimeProtocol
+    from bpclip_core.running.engine import QualityEngine
 
     engine = QualityEngine.from_checkpoint(
         args.checkpoint,
@@ -366,7 +366,7 @@ def _scoring_engine(args: argparse.Namespace, device: Any) -> QualityEngine:
 
 def _write_as_scored(scores: Iterator, write: Callable[[list], None], progress: bool) -> None:
     """Hand each chunk of ``engine.iter_scores`` to ``write`` as it comes, with a progress bar."""
-    from .engine import _progress_bar
+    from bpclip_core.running.engine import _progress_bar
 
     bar = None
     try:
@@ -397,7 +397,7 @@ def _exit_code(exc: Exception) -> int:
 
 
 class _ShardedScoring:
-    """``score`` as one process (rank) of a ``torchrun`` job (:mod:`bpclip_core.sharding`).
+    """``score`` as one process (rank) of a ``torchrun`` job (:mod:`bpclip_core.running.sharding`).
 
     Three steps, after each of which the ranks meet: every rank checks the arguments and the
     output and loads the model on its own device; every rank scores its share of the inputs
@@ -419,7 +419,7 @@ class _ShardedScoring:
 
     def run(self) -> int:
         """Score this rank's share; the exit code of the whole run."""
-        from .sharding import LostRankError, RanksFailed, ScoringGroup
+        from bpclip_core.running.sharding import LostRankError, RanksFailed, ScoringGroup
 
         try:
             with ScoringGroup(self.place) as self.group:
@@ -441,7 +441,7 @@ class _ShardedScoring:
         Raises this rank's own error (:func:`main` reports it), or :class:`RanksFailed` when
         only other ranks failed; rank 0 names the ranks that failed otherwise than itself.
         """
-        from .sharding import RankReport, RanksFailed
+        from bpclip_core.running.sharding import RankReport, RanksFailed
 
         error = None
         try:
@@ -490,7 +490,7 @@ class _ShardedScoring:
 
     def _score_share(self) -> str:
         """Every rank: its share of the inputs scored into its part; the part's token."""
-        from .sharding import PartWriter, part_path
+        from bpclip_core.running.sharding import PartWriter, part_path
 
         self.part_path = part_path(self.parts_folder, self.part_name, self.place)
         with self._writing_part():
@@ -519,7 +519,7 @@ class _ShardedScoring:
         """Rank 0: the parts merged in input order into the output; the run's exit code."""
         import itertools
 
-        from .sharding import TorchrunRank, merge_parts, part_path
+        from bpclip_core.running.sharding import TorchrunRank, merge_parts, part_path
 
         if not self.place.is_main:
             return None
@@ -624,7 +624,7 @@ class ResultWriter:
         except OSError as exc:
             raise UsageError(f"--output {output} cannot be written: {exc.strerror or exc}") from exc
         self._temp = Path(temp)
-        from .checkpoint import new_file_mode
+        from bpclip_core.weights.checkpoint import new_file_mode
 
         # mkstemp makes it 0600: keep the mode of the file it replaces, else the usual one (umask)
         mode = output.stat().st_mode & 0o7777 if output.exists() else new_file_mode()
@@ -747,9 +747,15 @@ def _info(args: argparse.Namespace) -> int:
     import torch
     from huggingface_hub.constants import HF_HUB_CACHE
 
-    from .checkpoint import CHECKPOINT_ENV, HOME_ENV, checkpoint_dir, read_metadata, resolve_checkpoint
-    from .errors import CheckpointNotFoundError
-    from .weights import hub_offline
+    from bpclip_core.errors import CheckpointNotFoundError
+    from bpclip_core.model.pretrained import hub_offline
+    from bpclip_core.weights.checkpoint import (
+        CHECKPOINT_ENV,
+        HOME_ENV,
+        checkpoint_dir,
+        read_metadata,
+        resolve_checkpoint,
+    )
 
     device = "cuda" if torch.cuda.is_available() else "mps" if torch.backends.mps.is_available() else "cpu"
     setup = {

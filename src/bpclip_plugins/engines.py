@@ -9,9 +9,9 @@ from typing import Any
 
 import torch
 
-from bpclip_core.checkpoint import resolve_checkpoint
-from bpclip_core.config import MODES
-from bpclip_core.engine import QualityEngine, load_quality_model, pick_device
+from bpclip_core.model.config import MODES
+from bpclip_core.running.engine import QualityEngine, load_quality_model, pick_device
+from bpclip_core.weights.checkpoint import resolve_checkpoint
 
 _CACHE: dict[tuple, QualityEngine] = {}
 _LOCK = threading.Lock()

@@ -25,16 +25,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from bpclip_core.engine import QualityEngine, load_quality_model
 from bpclip_core.errors import InputError
-from bpclip_core.explain import dimension_goodness
-from bpclip_core.images import load_image
-from bpclip_core.inputs import check_image_shape
+from bpclip_core.inputs.checks import check_image_shape
+from bpclip_core.inputs.decoding import load_image
+from bpclip_core.running.engine import QualityEngine, load_quality_model
+from bpclip_core.running.explain import dimension_goodness
 
 from .engines import check_mode
-from .pyiqa_registration import PYIQA_METRICS, register, register_when_available
 
-__all__ = ["PYIQA_METRICS", "BPCLIPArch", "convert_pyiqa_checkpoint", "register", "register_when_available"]
+__all__ = ["BPCLIPArch", "convert_pyiqa_checkpoint"]
 
 
 class BPCLIPArch(nn.Module):
@@ -173,9 +172,9 @@ def convert_pyiqa_checkpoint(
     """
     import datetime as _dt
 
-    from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
-    from bpclip_core.config import ScoreScale
     from bpclip_core.errors import CheckpointError
+    from bpclip_core.model.config import ScoreScale
+    from bpclip_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     net_path, out = Path(net_path), Path(out)
     try:

@@ -5,11 +5,11 @@ reads path lists or images from object storage, streams them through actors on C
 across an autoscaling cluster, and writes Parquet. This module does none of that
 scheduling: Ray places the actors, assigns their GPUs, retries failed tasks and applies
 back-pressure. What we provide is what runs inside each actor: :class:`BPCLIPScorer`, a
-callable class that loads one :class:`~bpclip_core.engine.QualityEngine` in its
+callable class that loads one :class:`~bpclip_core.running.engine.QualityEngine` in its
 ``__init__`` (once per actor) and turns a batch of image paths into the same batch with
 result columns added. :func:`score_dataset` plugs it into ``Dataset.map_batches`` with an
 actor pool. For one job on GPUs you already hold, ``torchrun`` sharding
-(:mod:`bpclip_core.sharding`) needs no Ray at all; docs/ray.md says which to use when.
+(:mod:`bpclip_core.running.sharding`) needs no Ray at all; docs/ray.md says which to use when.
 
 Every input row gives exactly one output row. A row whose image cannot be scored (a missing
 or corrupt file, an empty path, a folder) gets its reason in the ``error`` column and nulls
@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from bpclip_core.adjectives import goodness_column
-from bpclip_core.engine import QualityEngine, ScoredInput
 from bpclip_core.errors import BPCLIPError
-from bpclip_core.explain import dimension_goodness
+from bpclip_core.model.adjectives import goodness_column
+from bpclip_core.running.engine import QualityEngine, ScoredInput
+from bpclip_core.running.explain import dimension_goodness
 
 try:
     import pyarrow as pa
@@ -55,7 +55,7 @@ class BPCLIPScorer:
     Each call takes a batch with a column of image paths (and, for a full-reference model, a
     column of reference paths) and returns the batch with these columns added (replacing any
     of the same name): ``score`` and ``mos`` (float), ``top_adjectives`` (the words of
-    :attr:`ScoredInput.top_adjectives <bpclip_core.engine.ScoredInput>`, in its order),
+    :attr:`ScoredInput.top_adjectives <bpclip_core.running.engine.ScoredInput>`, in its order),
     ``top_adjective_probabilities`` (their probabilities), one ``<dimension>_goodness`` per quality dimension (e.g.
     ``sharpness_goodness``, in [0, 1]) and ``error`` (null, or why the row was not scored).
 
@@ -70,13 +70,13 @@ class BPCLIPScorer:
         path_column: the column of image paths.
         reference_column: the column of reference paths (full-reference models only).
         zero_shot, mode, clip_model, allow_download: as for
-            :meth:`~bpclip_core.engine.QualityEngine.from_checkpoint`.
-        **engine_options: :class:`~bpclip_core.engine.QualityEngine` options (``device``,
+            :meth:`~bpclip_core.running.engine.QualityEngine.from_checkpoint`.
+        **engine_options: :class:`~bpclip_core.running.engine.QualityEngine` options (``device``,
             ``precision``, ``batch_size`` per forward pass, ``num_workers`` decoding
             processes per actor, ``top_k``, ``protocol``, ...).
 
     Attributes:
-        engine: the actor's :class:`~bpclip_core.engine.QualityEngine`.
+        engine: the actor's :class:`~bpclip_core.running.engine.QualityEngine`.
         dimensions: the model's quality dimensions, in the order of their columns.
         schema: the Arrow schema of the result columns.
 

@@ -19,7 +19,7 @@ with a one-time warning. A uint8 tensor is read as 0..255 (white 255) whatever
 
 ``return_dimensions=True`` gives per-dimension scores as CLIP-IQA's per-prompt dict does:
 ``{"score": ..., "overall quality": ..., "brightness": ..., ...}``, one entry per quality
-dimension (:data:`bpclip_core.adjectives.DIMENSIONS`) holding each image's goodness in [0, 1]
+dimension (:data:`bpclip_core.model.adjectives.DIMENSIONS`) holding each image's goodness in [0, 1]
 (the share of that dimension's probability on its good adjectives), reduced like the score.
 """
 
@@ -36,10 +36,10 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import InputError
-from bpclip_core.explain import dimension_goodness, dimension_names, select_adjectives
-from bpclip_core.inputs import check_dtype
+from bpclip_core.inputs.checks import check_dtype
+from bpclip_core.running.engine import QualityEngine
+from bpclip_core.running.explain import dimension_goodness, dimension_names, select_adjectives
 
 from .engines import check_mode, shared_engine
 
@@ -111,7 +111,10 @@ def _dimension_names(engine: QualityEngine) -> list[str]:
 
 
 def _dominant_adjectives(engine: QualityEngine, probabilities: Tensor, top_k: int) -> list:
-    """The words :func:`~bpclip_core.explain.select_adjectives` names: a list for (K,), a list per row for (N, K)."""
+    """The words :func:`~bpclip_core.running.explain.select_adjectives` names.
+
+    A list for (K,), a list per row for (N, K).
+    """
     if probabilities.numel() == 0 or not bool(torch.isfinite(probabilities).all()):
         return []  # nothing scored yet
     rows = select_adjectives(probabilities.reshape(-1, probabilities.shape[-1]), engine.model.card.adjectives, top_k)
@@ -167,7 +170,7 @@ def bpclip_score(
         return_adjectives: also return the ``top_k`` dominant adjectives.
         device, precision: the engine's options.
         return_dimensions: also return each quality dimension's goodness in [0, 1], one
-            entry per dimension (named as in :data:`~bpclip_core.adjectives.DIMENSIONS`),
+            entry per dimension (named as in :data:`~bpclip_core.model.adjectives.DIMENSIONS`),
             reduced like the score, as CLIP-IQA's per-prompt dict.
 
     Gradients flow to ``preds`` (and ``target``) when they require grad (also into the
@@ -212,7 +215,7 @@ class BPCLIPScore(Metric):
         precision, batch_size: the engine's options.
         return_dimensions: ``compute()`` (and ``forward``) return a dict with, beside
             ``"score"``, each quality dimension's goodness in [0, 1] (``"overall quality"``,
-            ``"brightness"``, ..., :data:`~bpclip_core.adjectives.DIMENSIONS`), reduced
+            ``"brightness"``, ..., :data:`~bpclip_core.model.adjectives.DIMENSIONS`), reduced
             like the score: as CLIP-IQA's per-prompt dict. The state grows by one number
             per dimension (summed across processes), or by nothing for ``"none"`` (the
             goodness is computed from the gathered per-image probabilities).

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from bpclip_core.checkpoint import init_checkpoint
+from bpclip_core.weights.checkpoint import init_checkpoint
 
 from .corpus import build_image_corpus
 

@@ -161,7 +161,7 @@ def hostile_checkpoint(good: Path, out: Path, *, config=None, tensors=None, scor
     """
     from safetensors.torch import load_file, save_file
 
-    from bpclip_core.checkpoint import METADATA_KEY, read_metadata
+    from bpclip_core.weights.checkpoint import METADATA_KEY, read_metadata
 
     metadata = read_metadata(good)
     if isinstance(config, dict):
@@ -182,7 +182,7 @@ def tiny_tensor_checkpoint(good: Path, out: Path, **config) -> Path:
     """A few-KB checkpoint whose config declares big layers but whose tensors are all 1 element."""
     from safetensors.torch import load_file, save_file
 
-    from bpclip_core.checkpoint import METADATA_KEY, read_metadata
+    from bpclip_core.weights.checkpoint import METADATA_KEY, read_metadata
 
     metadata = read_metadata(good)
     metadata["config"].update(config)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from bpclip_core import CheckpointError
-from bpclip_core.checkpoint import load_checkpoint
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 from .corpus import hostile_checkpoint, tiny_tensor_checkpoint
 
@@ -95,7 +95,7 @@ def flip_bit_in_tensor_data(path: Path, out: Path, offset_in_data: int, bit: int
 
 
 def test_a_flipped_bit_in_a_bundled_model_is_refused(tmp_path, monkeypatch):
-    from bpclip_core.checkpoint import bundled_checkpoint
+    from bpclip_core.weights.checkpoint import bundled_checkpoint
 
     home = tmp_path / "home"
     (home / "checkpoints").mkdir(parents=True)
@@ -114,12 +114,12 @@ def test_a_flipped_bit_in_a_bundled_model_is_refused(tmp_path, monkeypatch):
 def test_saved_checkpoints_carry_a_digest_and_old_ones_without_it_still_load(tiny_checkpoints, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from bpclip_core.checkpoint import DIGEST_KEY, METADATA_KEY, read_metadata, tensor_digest
+    from bpclip_core.weights.checkpoint import DIGEST_KEY, METADATA_KEY, read_metadata, tensor_digest
 
     metadata = read_metadata(tiny_checkpoints["nr"])
     assert metadata[DIGEST_KEY] == tensor_digest(load_file(str(tiny_checkpoints["nr"])))
     for name in ("bpclip-nr", "bpclip-fr"):  # the bundled models are stamped at export
-        from bpclip_core.checkpoint import bundled_checkpoint
+        from bpclip_core.weights.checkpoint import bundled_checkpoint
 
         assert read_metadata(bundled_checkpoint(name))[DIGEST_KEY].startswith("sha256:")
     del metadata[DIGEST_KEY]
@@ -131,7 +131,7 @@ def test_saved_checkpoints_carry_a_digest_and_old_ones_without_it_still_load(tin
 def test_deeply_nested_metadata_is_a_checkpoint_error(tiny_checkpoints, tmp_path):
     from safetensors.torch import load_file, save_file
 
-    from bpclip_core.checkpoint import METADATA_KEY
+    from bpclip_core.weights.checkpoint import METADATA_KEY
 
     deep = tmp_path / "deep.safetensors"
     text = '{"format": "bpclip-checkpoint", "config": ' + "[" * 100_000 + "]" * 100_000 + "}"

@@ -10,9 +10,9 @@ import os
 import pytest
 import torch
 
-import bpclip_core.engine as engine_module
-from bpclip_core.checkpoint import load_checkpoint
+import bpclip_core.running.engine as engine_module
 from bpclip_core.cli import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_SOME_FAILED, EXIT_USAGE, main
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 
 def _score(capsys, *args):
@@ -137,7 +137,7 @@ def test_help_documents_exit_codes(capsys):
 
 def test_two_writers_of_one_output_never_interleave(tmp_path):
     from bpclip_core.cli import ResultWriter
-    from bpclip_core.engine import ScoredInput
+    from bpclip_core.running.engine import ScoredInput
 
     output = tmp_path / "out.csv"
     first, second = ResultWriter("csv", output), ResultWriter("csv", output)

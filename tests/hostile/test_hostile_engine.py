@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-import bpclip_core.loading as loading_module
+import bpclip_core.inputs.loading as loading_module
 from bpclip_core import InputError
-from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import DeviceError
-from bpclip_core.images import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, ImageReadError, load_image
+from bpclip_core.inputs.decoding import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV, ImageReadError, load_image
+from bpclip_core.running.engine import QualityEngine
 
 from .corpus import png_claiming_size
 
@@ -168,7 +168,7 @@ def test_a_12000px_grey_png_is_scored_in_bounded_memory(tmp_path):
     Image.new("L", (12000, 12000), 90).save(tmp_path / "grey.png")  # 144 MP, about 170 KB on disk
     script = textwrap.dedent(f"""
         import resource
-        from bpclip_core.images import load_image
+        from bpclip_core.inputs.decoding import load_image
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         image = load_image({str(tmp_path / "grey.png")!r}, min_short_side=384)
         print(image.shape[1], image.shape[2], (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)

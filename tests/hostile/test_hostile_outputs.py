@@ -107,7 +107,7 @@ def test_a_run_that_fails_before_scoring_writes_nothing_to_stdout(tmp_path, caps
 
 SLOW_SCORE = """
 import sys, time
-import bpclip_core.engine as engine
+import bpclip_core.running.engine as engine
 finish = engine.QualityEngine._finish
 engine.QualityEngine._finish = lambda self, *a: (time.sleep(0.3), finish(self, *a))[1]  # a slow model
 from bpclip_core.cli import main

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from bpclip_core import InputError
-from bpclip_core.engine import QualityEngine
+from bpclip_core.running.engine import QualityEngine
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from PIL import Image
 
 from bpclip_core.cli import main
-from bpclip_core.engine import QualityEngine
-from bpclip_core.images import ScanProblem, find_images
+from bpclip_core.inputs.decoding import ScanProblem, find_images
+from bpclip_core.running.engine import QualityEngine
 
 DEPTH = 1200  # deeper than Python's recursion limit (1000)
 

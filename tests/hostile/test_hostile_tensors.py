@@ -7,8 +7,8 @@ import torch
 from PIL import Image
 
 from bpclip_core import InputError
-from bpclip_core.engine import QualityEngine, load_quality_model
-from bpclip_core.images import ImageReadError
+from bpclip_core.inputs.decoding import ImageReadError
+from bpclip_core.running.engine import QualityEngine, load_quality_model
 from bpclip_plugins.torchmetrics import BPCLIPScore, bpclip_score
 
 REFUSED = {  # a batch that no image is, and what its error must say

@@ -2,7 +2,7 @@
 
 import pytest
 
-from bpclip_core.checkpoint import init_checkpoint
+from bpclip_core.weights.checkpoint import init_checkpoint
 
 
 @pytest.fixture(scope="session")

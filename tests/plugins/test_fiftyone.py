@@ -213,7 +213,7 @@ def test_bands_over_tied_scores_are_refused_not_invented():
 
 def test_quantile_bands_over_scores_that_all_tie_are_refused(dataset, tmp_path):
     from bpclip_core import preset
-    from bpclip_core.checkpoint import init_checkpoint
+    from bpclip_core.weights.checkpoint import init_checkpoint
 
     # CLIP's 0.01 saturates the tiny model's softmax: one-hot probabilities, every image alike
     saturated = preset("tiny", similarity_temperature=0.01)
@@ -252,7 +252,7 @@ def test_each_run_owns_its_tags(dataset, tiny_checkpoints):
 
 
 def test_results_are_keyed_to_their_sample_when_a_filepath_is_a_folder(dataset, tiny_checkpoints, tmp_path):
-    from bpclip_core.engine import QualityEngine, load_quality_model
+    from bpclip_core.running.engine import QualityEngine, load_quality_model
 
     folder = tmp_path / "a-folder.png"  # FiftyOne takes the media type from the name
     folder.mkdir()
@@ -281,7 +281,7 @@ def test_the_error_field_appears_only_when_something_failed(dataset, tiny_checkp
 
 
 def test_a_failure_during_a_run_marks_it_failed(dataset, tiny_checkpoints, monkeypatch):
-    from bpclip_core.engine import QualityEngine
+    from bpclip_core.running.engine import QualityEngine
 
     def broken(self, *args, **kwargs):
         raise RuntimeError("the card fell out")

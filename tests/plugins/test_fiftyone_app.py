@@ -164,7 +164,7 @@ def test_the_app_runs_sorts_shows_tags_refuses_lists_and_deletes(app_dataset, ap
     refused in the form; the runs operator lists the run and deletes it."""
     from playwright.sync_api import sync_playwright
 
-    from bpclip_core.checkpoint import init_checkpoint
+    from bpclip_core.weights.checkpoint import init_checkpoint
 
     install_plugin()
     ARTIFACTS.mkdir(exist_ok=True)

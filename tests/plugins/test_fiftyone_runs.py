@@ -17,9 +17,8 @@ import pytest
 from bson import json_util
 from fiftyone import ViewField as F
 from fiftyone.operators.executor import ExecutionError
-from fiftyone_support import dataset_maker, run_quality, seeded_images
 
-from bpclip_core.checkpoint import init_checkpoint, read_metadata
+from bpclip_core.weights.checkpoint import init_checkpoint, read_metadata
 from bpclip_plugins.fiftyone import (
     QualityTagging,
     RunOptionError,
@@ -30,6 +29,7 @@ from bpclip_plugins.fiftyone import (
     list_quality_runs,
 )
 from bpclip_plugins.fiftyone.runs import model_identity
+from fiftyone_support import dataset_maker, run_quality, seeded_images
 
 COMPUTE = "@bpclip/quality/compute_quality"
 RUNS = "@bpclip/quality/quality_runs"

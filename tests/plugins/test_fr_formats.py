@@ -9,10 +9,10 @@ import json
 
 import pytest
 
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.cli import main
-from bpclip_core.engine import QualityEngine
-from bpclip_core.protocol import TestTimeProtocol
+from bpclip_core.inputs.protocol import TestTimeProtocol
+from bpclip_core.running.engine import QualityEngine
+from bpclip_core.weights.checkpoint import load_checkpoint
 from test_one_decode import photo_like
 
 

@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 
 import bpclip_plugins  # noqa: F401  (registers BPCLIP with pyiqa)
-from bpclip_core.adjectives import DIMENSIONS
-from bpclip_core.checkpoint import load_checkpoint, read_metadata
 from bpclip_core.cli import main as cli_main
-from bpclip_core.engine import QualityEngine, load_quality_model
 from bpclip_core.errors import CheckpointError, ModeMismatchError
-from bpclip_core.explain import dimension_goodness
+from bpclip_core.model.adjectives import DIMENSIONS
+from bpclip_core.running.engine import QualityEngine, load_quality_model
+from bpclip_core.running.explain import dimension_goodness
+from bpclip_core.weights.checkpoint import load_checkpoint, read_metadata
 from bpclip_plugins.pyiqa import BPCLIPArch
 from bpclip_plugins.torchmetrics import BPCLIPScore
 

@@ -20,7 +20,7 @@ import ray
 import ray.data
 from PIL import Image
 
-from bpclip_core.engine import QualityEngine
+from bpclip_core.running.engine import QualityEngine
 from bpclip_plugins.ray import BPCLIPScorer, actor_device, goodness_column, score_dataset
 
 # Ray Data's context warns about its own deprecated settings when it is shipped to the workers

@@ -7,8 +7,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from bpclip_core import DIMENSIONS, CheckpointNotFoundError, InputError, ModeMismatchError
-from bpclip_core.checkpoint import load_checkpoint
-from bpclip_core.explain import dimension_goodness
+from bpclip_core.running.explain import dimension_goodness
+from bpclip_core.weights.checkpoint import load_checkpoint
 from bpclip_plugins.torchmetrics import BPCLIPScore, bpclip_score
 
 

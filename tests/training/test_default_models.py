@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from bpclip_core.adjectives import QUALITY_ADJECTIVES
 from bpclip_core.data import read_csv_dataset
 from bpclip_core.data.content import (
     ENLIGHTENMENT_PHOTOS,
@@ -23,7 +22,8 @@ from bpclip_core.data.content import (
 )
 from bpclip_core.data.pseudo_mos import PRISTINE_MOS, PseudoMOSTable, calibrate, distortion_measure, gmsd
 from bpclip_core.data.synthetic import HARMS, PRISTINE, REALISTIC, distort, synthesize_dataset
-from bpclip_core.explain import dimension_goodness
+from bpclip_core.model.adjectives import QUALITY_ADJECTIVES
+from bpclip_core.running.explain import dimension_goodness
 from bpclip_core.training import TrainConfig, train
 from bpclip_core.training.default_models import SCALES, is_validation_picture, rebuild_command
 from bpclip_core.training.losses import adjective_loss, adjective_targets
@@ -167,7 +167,7 @@ def test_nr_model_trains_on_an_fr_dataset_with_the_explanation_loss(small_synthe
     )  # fmt: skip
     result = train(config)
     assert np.isfinite(result.history[-1]["train_loss"])
-    from bpclip_core.checkpoint import load_checkpoint
+    from bpclip_core.weights.checkpoint import load_checkpoint
 
     model = load_checkpoint(result.best_checkpoint, mode="nr")
     with torch.inference_mode():
@@ -182,8 +182,8 @@ def test_the_card_names_the_command_that_rebuilds_the_model():
 
 @pytest.mark.slow
 def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
-    from bpclip_core.checkpoint import load_checkpoint
     from bpclip_core.training.default_models import main
+    from bpclip_core.weights.checkpoint import load_checkpoint
 
     export = tmp_path / "models"
     work = tmp_path / "work"
@@ -201,7 +201,7 @@ def test_the_rebuild_pipeline_runs_end_to_end_at_smoke_scale(tmp_path):
     assert card["command"] == rebuild_command("nr", "smoke")
     assert next(iter(model.state_dict().values())).dtype == torch.float32  # fp16 on disk, fp32 when loaded
     # the backbone is the ImageNet one, untouched by training
-    from bpclip_core.backbone import build_backbone
+    from bpclip_core.model.backbone import build_backbone
 
     imagenet = build_backbone("efficientnet_lite2", pretrained=True).state_dict()
     shipped = model.backbone.state_dict()

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from bpclip_core.checkpoint import read_metadata
 from bpclip_core.training.distributed import DistributedContext, epoch_order
+from bpclip_core.weights.checkpoint import read_metadata
 
 
 def _free_port() -> str:

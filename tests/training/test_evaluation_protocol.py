@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 import torch
 
-from bpclip_core.checkpoint import load_checkpoint
 from bpclip_core.choices import DEFAULT_PROTOCOL
 from bpclip_core.data.readers import read_dataset
-from bpclip_core.engine import QualityEngine
 from bpclip_core.errors import InputError
-from bpclip_core.protocol import TestTimeProtocol
+from bpclip_core.inputs.protocol import TestTimeProtocol
+from bpclip_core.running.engine import QualityEngine
 from bpclip_core.training import TrainConfig, evaluation, train
 from bpclip_core.training.evaluation import evaluate_model, predict, score_items
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -36,7 +36,7 @@ def _tiny(mode="nr"):
 
 
 def test_cache_holds_the_backbone_levels_and_resumes_after_a_kill(image_folder, tmp_path):
-    from bpclip_core.images import load_image
+    from bpclip_core.inputs.decoding import load_image
 
     model = _tiny()
     names = sorted(p.name for p in image_folder.glob("*.png"))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from bpclip_core.checkpoint import load_checkpoint, save_checkpoint
 from bpclip_core.training import TrainingError, train, trainer
 from bpclip_core.training.evaluation import quality_metrics
 from bpclip_core.training.reports import write_report
 from bpclip_core.training.trainer import RESUME_NAME, read_resume_state
+from bpclip_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
 from .test_trainer import tiny_config
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from bpclip_core import preset
-from bpclip_core.checkpoint import load_checkpoint, read_metadata
 from bpclip_core.cli import main
 from bpclip_core.training import TrainConfig, TrainingError, train
 from bpclip_core.training.trainer import RESUME_NAME, read_resume_state
+from bpclip_core.weights.checkpoint import load_checkpoint, read_metadata
 
 
 def tiny_config(csv_path, out, **changes) -> TrainConfig:

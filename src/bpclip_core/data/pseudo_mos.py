@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .synthetic import PRISTINE_MOS
+from bpclip_core.data.synthetic import PRISTINE_MOS
 
 Array = np.ndarray
 COLOUR_SCALE = 60.0
@@ -126,7 +126,7 @@ class PseudoMOSTable:
 
 def calibrate_files(files: list[Path], distortions: Iterable[str], size: int | None = None, seed: int = 0):
     """:func:`calibrate` on an evenly spaced sample of :data:`CALIBRATION_REFERENCES` image files."""
-    from .synthetic import prepare_pristine
+    from bpclip_core.data.synthetic import prepare_pristine
 
     sample = files[:: max(1, len(files) // CALIBRATION_REFERENCES)]
     return calibrate((prepare_pristine(f, size) for f in sample), distortions, seed=seed)
@@ -136,7 +136,7 @@ def calibrate(
     references: Iterable[Array], distortions: Iterable[str], levels: int = 5, seed: int = 0
 ) -> PseudoMOSTable:
     """Measure D for every (reference, type, level), then build the monotone table."""
-    from .synthetic import distort
+    from bpclip_core.data.synthetic import distort
 
     names = list(distortions)
     measures: dict[str, list[list[float]]] = {name: [[] for _ in range(levels)] for name in names}

@@ -5,7 +5,7 @@ expects, and raises :class:`DatasetError` naming the first missing or malformed 
 ``read_dataset(kind, root)`` picks a reader by name (``DATASET_READERS``).
 
 Score direction: LIVE and CSIQ give DMOS (lower is better); every other dataset gives MOS
-(higher is better). The resulting :class:`~bpclip_core.config.ScoreScale` spans the
+(higher is better). The resulting :class:`~bpclip_core.model.config.ScoreScale` spans the
 dataset's own MOS range and records the direction.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .records import DatasetError, QualityDataset, QualityItem, build_dataset, parse_mos
+from bpclip_core.data.records import DatasetError, QualityDataset, QualityItem, build_dataset, parse_mos
 
 # ---------------------------------------------------------------------------- helpers
 

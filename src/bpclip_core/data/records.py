@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..config import Mode, ScoreScale
-from ..errors import BPCLIPError
+from bpclip_core.errors import BPCLIPError
+from bpclip_core.model.config import Mode, ScoreScale
 
 
 class DatasetError(BPCLIPError, ValueError):

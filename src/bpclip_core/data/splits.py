@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .records import DatasetError, QualityDataset
+from bpclip_core.data.records import DatasetError, QualityDataset
 
 FR_RATIOS: tuple[float, float, float] = (0.6, 0.2, 0.2)
 NR_RATIOS: tuple[float, float, float] = (0.8, 0.0, 0.2)

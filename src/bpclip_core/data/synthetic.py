@@ -392,7 +392,7 @@ def synthesize_dataset(
         types_per_reference: give each reference a seeded random subset of this many types.
         include_pristine: also list each reference as an item (level 0, ``distortion`` pristine).
     """
-    from ..images import image_files
+    from bpclip_core.inputs.decoding import image_files
 
     files = image_files([sources] if isinstance(sources, str | Path) else sources)
     if not files:

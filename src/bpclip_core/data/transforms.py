@@ -20,8 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..images import load_image
-from .records import QualityDataset
+from bpclip_core.data.records import QualityDataset
+from bpclip_core.inputs.decoding import load_image
 
 
 def _ensure_min_side(image: torch.Tensor, size: int) -> torch.Tensor:

@@ -3,9 +3,9 @@
 Heavy modules (scipy, matplotlib, tensorboard) are imported only where used.
 """
 
-from .config import TrainConfig
-from .evaluation import evaluate_checkpoint, quality_metrics, summarise
-from .trainer import Trainer, TrainingError, TrainResult, train
+from bpclip_core.training.config import TrainConfig
+from bpclip_core.training.evaluation import evaluate_checkpoint, quality_metrics, summarise
+from bpclip_core.training.trainer import Trainer, TrainingError, TrainResult, train
 
 __all__ = [
     "TrainConfig",

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
+from bpclip_core.choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
 
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -86,7 +86,7 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """The TrainConfig of a command line: the config file, then the flags, then ``--set``."""
-    from .config import TrainConfig, parse_override
+    from bpclip_core.training.config import TrainConfig, parse_override
 
     overrides: dict[str, Any] = {}
     for flag, (name, _) in _TRAIN_FLAGS.items():
@@ -166,8 +166,8 @@ def add_training_commands(subparsers: Any) -> dict[str, Handler]:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .reports import strict_json
-    from .trainer import train
+    from bpclip_core.training.reports import strict_json
+    from bpclip_core.training.trainer import train
 
     config = config_from_args(args)
     result = train(config, resume=args.resume)
@@ -176,10 +176,10 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from ..data.readers import read_dataset
-    from ..data.splits import load_splits
-    from .evaluation import evaluate_checkpoint
-    from .reports import strict_json, write_report
+    from bpclip_core.data.readers import read_dataset
+    from bpclip_core.data.splits import load_splits
+    from bpclip_core.training.evaluation import evaluate_checkpoint
+    from bpclip_core.training.reports import strict_json, write_report
 
     dataset = read_dataset(args.dataset, args.data)
     indices = None
@@ -212,11 +212,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _splits(args: argparse.Namespace) -> int:
-    from ..data.readers import koniq_official_split, read_dataset
-    from ..data.splits import load_splits, make_splits, official_split, save_splits
-    from .evaluation import summarise
-    from .reports import write_report
-    from .trainer import Trainer
+    from bpclip_core.data.readers import koniq_official_split, read_dataset
+    from bpclip_core.data.splits import load_splits, make_splits, official_split, save_splits
+    from bpclip_core.training.evaluation import summarise
+    from bpclip_core.training.reports import write_report
+    from bpclip_core.training.trainer import Trainer
 
     config = config_from_args(args)
     if not config.dataset_root:
@@ -261,8 +261,8 @@ def _splits(args: argparse.Namespace) -> int:
 def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
     """A pseudo-MOS table: read from --pseudo-mos-table, or calibrated on the pristine images
     (then saved as pseudo_mos.json beside the dataset)."""
-    from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
-    from ..images import image_files
+    from bpclip_core.data.pseudo_mos import PseudoMOSTable, calibrate_files
+    from bpclip_core.inputs.decoding import image_files
 
     if args.pseudo_mos_table is not None:
         table = PseudoMOSTable.load(args.pseudo_mos_table)
@@ -277,7 +277,7 @@ def _calibrated_labels(args: argparse.Namespace, distortions: list[str]):
 
 
 def _synthesize(args: argparse.Namespace) -> int:
-    from ..data.synthetic import DISTORTIONS, HARMS, REALISTIC, synthesize_dataset
+    from bpclip_core.data.synthetic import DISTORTIONS, HARMS, REALISTIC, synthesize_dataset
 
     if args.list:
         for name, (family, _) in DISTORTIONS.items():

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
+from bpclip_core.choices import DEFAULT_PROTOCOL, PRECISIONS, PROTOCOLS
 
 PAPER_LR = {"fr": 1e-4, "nr": 3e-5}
 

@@ -17,9 +17,9 @@ runs) does, in a work folder (default ``data/default-models``), each step cached
    explanation and within-picture ranking losses, resumable by epoch;
 6. the figures on held-out references through the engine, as users' scores are made
    (:mod:`bpclip_core.training.synthetic_eval`), and the check that every level matters;
-7. the fp16 checkpoint with its model card, written to ``src/bpclip_core/models/``, its feature
+7. the fp16 checkpoint with its model card, written to ``src/bpclip_core/weights/bundled/``, its feature
    scale first divided by a power of two where its activations would overflow float16
-   (:mod:`bpclip_core.feature_scale`: the same function, safe under fp16 autocast).
+   (:mod:`bpclip_core.model.feature_scale`: the same function, safe under fp16 autocast).
 
 Deterministic for a seed on one device and thread count. ``--scale big`` (e.g. with
 ``--device cuda``) uses more content, epochs and resolution.
@@ -41,13 +41,13 @@ from typing import Any
 
 import torch
 
-from ..backbone import fold_frozen_batchnorm
-from ..data.content import build_content
-from ..data.synthetic import REALISTIC
-from ..model import BPCLIP
-from .frozen_backbone import FeatureCache, HeadRecipe, Item, kept_epoch, train_heads
+from bpclip_core.data.content import build_content
+from bpclip_core.data.synthetic import REALISTIC
+from bpclip_core.model.backbone import fold_frozen_batchnorm
+from bpclip_core.model.bpclip import BPCLIP
+from bpclip_core.training.frozen_backbone import FeatureCache, HeadRecipe, Item, kept_epoch, train_heads
 
-PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "models"
+PACKAGE_MODELS = Path(__file__).resolve().parents[1] / "weights" / "bundled"
 STATEMENT = (
     "Trained by the bpclip project on SYNTHETIC distortions of freely licensed pictures, with pseudo-MOS "
     "labels computed from full-reference measures, on a frozen ImageNet EfficientNet-Lite2 backbone. It "
@@ -108,11 +108,11 @@ def _log(message: str) -> None:
 
 def prepare_dataset(work: Path, scale: Scale, seed: int, debian: bool = True) -> tuple[Path, Path, dict]:
     """Steps 1-3 (shared by both modes): returns (dataset CSV, split file, provenance of the data)."""
-    from ..data.pseudo_mos import PseudoMOSTable, calibrate_files
-    from ..data.readers import read_csv_dataset
-    from ..data.splits import official_split, save_splits
-    from ..data.synthetic import synthesize_dataset
-    from ..images import image_files
+    from bpclip_core.data.pseudo_mos import PseudoMOSTable, calibrate_files
+    from bpclip_core.data.readers import read_csv_dataset
+    from bpclip_core.data.splits import official_split, save_splits
+    from bpclip_core.data.synthetic import synthesize_dataset
+    from bpclip_core.inputs.decoding import image_files
 
     content_dir = work / "content"
     _log(f"content: building the references in {content_dir}")
@@ -185,7 +185,7 @@ def is_validation_picture(picture: str, seed: int) -> bool:
 
 def cached_items(dataset, indices: list[int], cache: FeatureCache) -> tuple[list[Item], list[int]]:
     """The :class:`Item` of each dataset item (cache rows by path relative to the dataset root) and its level."""
-    from ..data.synthetic import PRISTINE
+    from bpclip_core.data.synthetic import PRISTINE
 
     root = dataset.root
     groups: dict[str, int] = {}
@@ -209,10 +209,10 @@ def cached_items(dataset, indices: list[int], cache: FeatureCache) -> tuple[list
 def new_model(mode: str, scale: Scale, seed: int) -> BPCLIP:
     """The starting model: the ``lite`` preset with its ImageNet backbone (from the installed
     package) and random heads and anchors."""
-    from ..backbone import build_backbone
-    from ..config import preset
-    from ..model import ModelCard
-    from ..text import initial_anchors
+    from bpclip_core.model.backbone import build_backbone
+    from bpclip_core.model.bpclip import ModelCard
+    from bpclip_core.model.config import preset
+    from bpclip_core.model.text import initial_anchors
 
     torch.manual_seed(seed)
     config = preset(MODEL_PRESET, mode, image_size=scale.reference_size)  # type: ignore[arg-type]
@@ -247,7 +247,7 @@ def dead_levels(
 
 def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torch.Tensor]:
     """``count`` training references, evenly spaced in name order (every source), as (3, size, size) in [0, 1]."""
-    from ..images import load_image, resize_short_side
+    from bpclip_core.inputs.decoding import load_image, resize_short_side
 
     paths = sorted((content_dir / "train").glob("*.png"))
     return [resize_short_side(load_image(path), size) for path in paths[:: max(1, len(paths) // count)][:count]]
@@ -255,9 +255,15 @@ def probe_references(content_dir: Path, size: int, count: int = 48) -> list[torc
 
 def export_model(best: Path, out: Path, card: dict[str, Any], probes: list[torch.Tensor]) -> Path:
     """Step 6: the checkpoint in fp16 (text anchors included) with ``card`` merged into its provenance,
-    its feature scale first fitted to float16's range on ``probes`` (:mod:`bpclip_core.feature_scale`)."""
-    from ..checkpoint import checkpoint_metadata, load_checkpoint, write_checkpoint_file
-    from ..feature_scale import FP16_SAFE_PEAK, half_precision_factor, peak_activation, probe_images, rescale_features
+    its feature scale first fitted to float16's range on ``probes`` (:mod:`bpclip_core.model.feature_scale`)."""
+    from bpclip_core.model.feature_scale import (
+        FP16_SAFE_PEAK,
+        half_precision_factor,
+        peak_activation,
+        probe_images,
+        rescale_features,
+    )
+    from bpclip_core.weights.checkpoint import checkpoint_metadata, load_checkpoint, write_checkpoint_file
 
     model = load_checkpoint(best)
     batches = probe_images(probes)
@@ -289,10 +295,10 @@ def run(
     debian: bool = True,
 ) -> dict[str, Any]:
     """All steps for one mode; returns the held-out figures."""
-    from ..checkpoint import load_checkpoint, save_checkpoint
-    from ..data.readers import read_csv_dataset
-    from ..data.splits import load_splits
-    from .synthetic_eval import evaluate_synthetic, format_markdown, plot_levels
+    from bpclip_core.data.readers import read_csv_dataset
+    from bpclip_core.data.splits import load_splits
+    from bpclip_core.training.synthetic_eval import evaluate_synthetic, format_markdown, plot_levels
+    from bpclip_core.weights.checkpoint import load_checkpoint, save_checkpoint
 
     scale = SCALES[scale_name]
     recipe = dataclasses.replace(scale.heads[mode], seed=seed)

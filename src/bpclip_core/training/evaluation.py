@@ -14,11 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..choices import DEFAULT_PROTOCOL
-from ..data.records import QualityDataset
-from ..engine import NON_FINITE_ERROR, ScoredInput
-from ..errors import InputError
-from ..protocol import TestTimeProtocol
+from bpclip_core.choices import DEFAULT_PROTOCOL
+from bpclip_core.data.records import QualityDataset
+from bpclip_core.errors import InputError
+from bpclip_core.inputs.protocol import TestTimeProtocol
+from bpclip_core.running.engine import NON_FINITE_ERROR, ScoredInput
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -109,7 +109,7 @@ def score_items(
 ) -> list[ScoredInput]:
     """Every item of ``dataset`` scored by the engine, in item order (``precision``: the engine's).
 
-    Evaluation goes through :class:`~bpclip_core.engine.QualityEngine`, the path that users'
+    Evaluation goes through :class:`~bpclip_core.running.engine.QualityEngine`, the path that users'
     scores take: the same decoding, the same test-time protocol (default: the engine's,
     ``resize`` to the model's image size), the same model call. An FR model gets each item's
     reference; an NR model (also one trained on an FR dataset) gets the distorted image alone.
@@ -119,7 +119,7 @@ def score_items(
         InputError: an item's file could not be read (the message names it). A non-finite
             score is not raised: that item's result carries the error and no score.
     """
-    from ..engine import QualityEngine
+    from bpclip_core.running.engine import QualityEngine
 
     items = dataset.items
     if not items:
@@ -194,7 +194,7 @@ def evaluate_checkpoint(
     engine's test-time protocol, so the figures describe the scores users get.
     Returns the metrics, predictions, MOS and the checkpoint's provenance.
     """
-    from ..checkpoint import load_checkpoint
+    from bpclip_core.weights.checkpoint import load_checkpoint
 
     model = load_checkpoint(checkpoint, mode=None if dataset.mode == "fr" else "nr", device=device)
     part = dataset.subset(list(indices)) if indices is not None else dataset

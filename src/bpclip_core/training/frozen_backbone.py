@@ -29,9 +29,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..model import BPCLIP
-from .losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
-from .trainer import _atomic_torch_save
+from bpclip_core.model.bpclip import BPCLIP
+from bpclip_core.training.losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
+from bpclip_core.training.trainer import _atomic_torch_save
 
 STATE_NAME = "state.pt"
 BEST_NAME = "best.pt"  # the weights of the best validation epoch
@@ -79,7 +79,7 @@ class FeatureCache:
     ) -> FeatureCache:
         """Compute and store the levels of ``images`` (paths relative to ``root``), or open the
         finished cache; a cache of another image list or backbone is refused, never reused."""
-        from ..images import load_image
+        from bpclip_core.inputs.decoding import load_image
 
         folder = Path(folder)
         manifest_path = folder / "manifest.json"

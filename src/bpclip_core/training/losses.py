@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..adjectives import Adjective
-from ..data.synthetic import HARMS, PRISTINE
+from bpclip_core.data.synthetic import HARMS, PRISTINE
+from bpclip_core.model.adjectives import Adjective
 
 TYPE_SHARE = 0.75
 

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from scipy import stats
 
-from ..data.records import QualityDataset
-from ..data.synthetic import HARMS, PRISTINE
-from .evaluation import score_items
+from bpclip_core.data.records import QualityDataset
+from bpclip_core.data.synthetic import HARMS, PRISTINE
+from bpclip_core.training.evaluation import score_items
 
 SEVERE_LEVEL = 3
 

@@ -31,13 +31,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..adjectives import Adjective
-from ..checkpoint import non_finite_tensors
-from ..config import preset
-from ..errors import BPCLIPError
-from ..model import BPCLIP, ModelCard
-from .config import TrainConfig
-from .distributed import (
+from bpclip_core.errors import BPCLIPError
+from bpclip_core.model.adjectives import Adjective
+from bpclip_core.model.bpclip import BPCLIP, ModelCard
+from bpclip_core.model.config import preset
+from bpclip_core.training.config import TrainConfig
+from bpclip_core.training.distributed import (
     DistributedContext,
     barrier,
     cleanup_distributed,
@@ -46,7 +45,8 @@ from .distributed import (
     mean_across_ranks,
     setup_distributed,
 )
-from .losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
+from bpclip_core.training.losses import adjective_loss, adjective_targets, quality_loss, ranking_loss
+from bpclip_core.weights.checkpoint import non_finite_tensors
 
 RESUME_FORMAT = "bpclip-resume"
 RESUME_VERSION = 1
@@ -124,7 +124,7 @@ class StepNumerics:
     def for_device(cls, device: torch.device, precision: str, channels_last: bool | None) -> StepNumerics:
         """``precision`` ``auto`` is bf16 on CUDA (fp16 with a scaler where bf16 is not native), fp32 elsewhere;
         ``channels_last`` None is on for CUDA."""
-        from ..engine import autocast_dtype
+        from bpclip_core.running.engine import autocast_dtype
 
         dtype = autocast_dtype(device, precision)
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
@@ -211,8 +211,8 @@ class TensorOutputs(nn.Module):
 
 def load_training_data(config: TrainConfig):
     """The dataset and the split this config trains on (a split file, or one made from split_seed)."""
-    from ..data.readers import read_dataset
-    from ..data.splits import content_split, load_splits
+    from bpclip_core.data.readers import read_dataset
+    from bpclip_core.data.splits import content_split, load_splits
 
     if not config.dataset_root:
         raise TrainingError("no dataset given: set dataset and dataset_root (e.g. --dataset csv --data FILE.csv)")
@@ -231,9 +231,9 @@ def load_training_data(config: TrainConfig):
 
 def build_model(config: TrainConfig, mode: str) -> BPCLIP:
     """The starting model: ``init_checkpoint`` if given, else a preset built from (optionally pretrained) weights."""
-    from ..backbone import build_backbone
-    from ..checkpoint import load_checkpoint
-    from ..text import initial_anchors
+    from bpclip_core.model.backbone import build_backbone
+    from bpclip_core.model.text import initial_anchors
+    from bpclip_core.weights.checkpoint import load_checkpoint
 
     torch.manual_seed(config.seed)
     if config.init_checkpoint:
@@ -335,7 +335,7 @@ class Trainer:
         if dataset is None:
             dataset, split = load_training_data(config)
         elif split is None:
-            from ..data.splits import content_split
+            from bpclip_core.data.splits import content_split
 
             split = content_split(dataset, config.split_seed, config.split_ratios)
         self.dataset = dataset
@@ -367,7 +367,7 @@ class Trainer:
         return ModelCard(model.card.adjectives, model.card.prompt_template, self.dataset.score_scale, provenance)
 
     def _save_best(self, model: BPCLIP, epoch: int, val_metrics: dict[str, float] | None) -> Path:
-        from ..checkpoint import save_checkpoint
+        from bpclip_core.weights.checkpoint import save_checkpoint
 
         original = model.card
         model.card = self._card(model, epoch, val_metrics)
@@ -417,9 +417,9 @@ class Trainer:
             cleanup_distributed()
 
     def _fit(self, context: DistributedContext, resume: bool) -> TrainResult:
-        from ..data.transforms import QualityImages, reference_groups
-        from ..protocol import TestTimeProtocol
-        from .evaluation import dataset_targets, predict, quality_metrics
+        from bpclip_core.data.transforms import QualityImages, reference_groups
+        from bpclip_core.inputs.protocol import TestTimeProtocol
+        from bpclip_core.training.evaluation import dataset_targets, predict, quality_metrics
 
         config = self.config
         resume_path = self.out_dir / RESUME_NAME
@@ -593,7 +593,7 @@ class Trainer:
         return order
 
     def _calibration_batches(self, train_set, patch: int, device, count: int = 64):
-        from ..data.transforms import QualityImages
+        from bpclip_core.data.transforms import QualityImages
 
         images = QualityImages(train_set.subset(list(range(min(count, len(train_set))))), patch, train=False)
         for batch in torch.utils.data.DataLoader(images, batch_size=16):
@@ -637,9 +637,9 @@ class Trainer:
         _atomic_torch_save(payload, self.out_dir / RESUME_NAME)
 
     def _test_and_report(self, history, protocol, eval_batch: int, device) -> dict[str, float] | None:
-        from ..checkpoint import load_checkpoint
-        from .evaluation import evaluate_model
-        from .reports import write_report
+        from bpclip_core.training.evaluation import evaluate_model
+        from bpclip_core.training.reports import write_report
+        from bpclip_core.weights.checkpoint import load_checkpoint
 
         details = {
             "dataset": self.dataset.name,

@@ -118,7 +118,7 @@ def bands_are_meaningful(scores: list[float | None], tagging: QualityTagging) ->
 
 def bands_on_scale(tagging: QualityTagging, scale: Any) -> str:
     """How the bands cut, for the run's record and summary: absolute cut points are also given
-    on the model card's MOS scale (``scale``: a :class:`bpclip_core.config.ScoreScale`)."""
+    on the model card's MOS scale (``scale``: a :class:`bpclip_core.model.config.ScoreScale`)."""
     if tagging.bands == "none":
         return "no quality bands"
     cuts = ", ".join(f"{c:g}" for c in tagging.cut_points)

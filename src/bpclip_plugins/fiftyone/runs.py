@@ -69,10 +69,10 @@ def model_identity(checkpoint: str | None, zero_shot: bool, mode: str) -> ModelI
     Raises the checkpoint module's errors when the checkpoint cannot be found or read.
     """
     if zero_shot:
-        from bpclip_core.zero_shot import DEFAULT_ZERO_SHOT_MODEL
+        from bpclip_core.running.zero_shot import DEFAULT_ZERO_SHOT_MODEL
 
         return ModelIdentity(f"zero-shot:{DEFAULT_ZERO_SHOT_MODEL}", None, f"zero-shot {DEFAULT_ZERO_SHOT_MODEL}", mode)
-    from bpclip_core.checkpoint import read_metadata, resolve_checkpoint
+    from bpclip_core.weights.checkpoint import read_metadata, resolve_checkpoint
 
     path = resolve_checkpoint(checkpoint, mode)
     metadata = read_metadata(path)

@@ -66,7 +66,7 @@ def form_problem(ctx: Any) -> tuple[str, str] | None:
     Checked while the form is filled in, so the App shows the reason under the field and
     keeps Execute disabled, instead of a run that fails out of sight.
     """
-    from bpclip_core.checkpoint import read_metadata, resolve_checkpoint
+    from bpclip_core.weights.checkpoint import read_metadata, resolve_checkpoint
 
     try:
         options = options_from_params(ctx.params)

@@ -31,10 +31,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from .backbone import fold_frozen_batchnorm
-from .checkpoint import load_checkpoint
-from .choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS
-from .device_pipeline import (
+from bpclip_core.choices import ATTENTION_BACKENDS, DEFAULT_ATTENTION, JPEG_DECODERS, PIPELINES, PRECISIONS
+from bpclip_core.errors import BPCLIPError, InputError
+from bpclip_core.inputs.checks import check_image_shape, check_images, value_problem
+from bpclip_core.inputs.decoding import default_max_pixels
+from bpclip_core.inputs.device_pipeline import (
     DecodedInputs,
     DeviceViews,
     OnDevice,
@@ -43,11 +44,7 @@ from .device_pipeline import (
     to_device,
     value_stats,
 )
-from .errors import BPCLIPError, DeviceError, InputError
-from .explain import explain
-from .images import default_max_pixels
-from .inputs import check_image_shape, check_images, value_problem
-from .loading import (
+from bpclip_core.inputs.loading import (
     PreparedViews,
     Unpaired,
     expand_with_roots,
@@ -55,9 +52,13 @@ from .loading import (
     pair_references,
     single_thread_worker,
 )
-from .model import BPCLIP, QualityOutput
-from .protocol import TestTimeProtocol
-from .zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
+from bpclip_core.inputs.protocol import TestTimeProtocol
+from bpclip_core.model.backbone import fold_frozen_batchnorm
+from bpclip_core.model.bpclip import BPCLIP, QualityOutput
+from bpclip_core.running.devices import pick_device
+from bpclip_core.running.explain import explain
+from bpclip_core.running.zero_shot import DEFAULT_ZERO_SHOT_MODEL, ZeroShotCLIPIQA
+from bpclip_core.weights.checkpoint import load_checkpoint
 
 
 @dataclass
@@ -71,34 +72,6 @@ class ScoredInput:
     top_adjectives: list[tuple[str, float]] = field(default_factory=list)
     dimensions: dict[str, float] = field(default_factory=dict)
     error: str | None = None
-
-
-def pick_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``auto``: cuda, then mps, then cpu; anything else is passed to ``torch.device``.
-
-    Raises:
-        DeviceError: an unknown device name, or a device this machine does not have.
-    """
-    if device in (None, "auto"):
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    try:
-        picked = torch.device(device)
-    except (RuntimeError, TypeError, ValueError) as exc:
-        raise DeviceError(f"unknown device {device!r}: use auto, cpu, cuda, cuda:N or mps") from exc
-    if picked.type == "cuda":
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} asked for, but no CUDA GPU is available; use auto or cpu")
-        if picked.index is not None and picked.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r} asked for, but there are {torch.cuda.device_count()} CUDA GPUs")
-    elif picked.type == "mps" and not torch.backends.mps.is_available():
-        raise DeviceError(f"device {device!r} asked for, but MPS is not available on this machine; use auto or cpu")
-    elif picked.type == "meta":
-        raise DeviceError("the meta device holds no data and cannot score images")
-    return picked
 
 
 def prefers_channels_last(device: torch.device) -> bool:
@@ -168,7 +141,7 @@ def load_quality_model(
 NON_FINITE_ERROR = "the model gave a non-finite score (NaN or Inf): its weights or this input are broken"
 FP16_HINT = (
     " (under fp16 autocast a model's features can overflow float16: use precision='bf16' or 'fp32', or "
-    "rescale the checkpoint with bpclip_core.feature_scale.fit_half_precision, docs/training.md)"
+    "rescale the checkpoint with bpclip_core.model.feature_scale.fit_half_precision, docs/training.md)"
 )
 
 
@@ -191,7 +164,7 @@ class QualityEngine:
         fold_batchnorm: at inference, run a copy of the backbone with its frozen BatchNorm folded
             into the convolutions (same function; the copy is refolded when the weights change).
         max_pixels: the largest image file decoded, checked from its header before decoding
-            (default ``$BPCLIP_MAX_PIXELS`` or :data:`bpclip_core.images.DEFAULT_MAX_PIXELS`).
+            (default ``$BPCLIP_MAX_PIXELS`` or :data:`bpclip_core.inputs.decoding.DEFAULT_MAX_PIXELS`).
         pipeline: ``auto`` (``device`` on CUDA, ``cpu`` elsewhere), ``cpu`` (workers decode
             files to float and cut the views) or ``device`` (workers decode to uint8, which is
             pinned and sent to the device; float conversion, resize and crops run there; the
@@ -427,7 +400,7 @@ class QualityEngine:
 
         For callers that write results as they come (a killed run keeps what was written).
         ``subset``: score only these indices of the expanded inputs, in that order (one
-        process's share under ``torchrun``, :mod:`bpclip_core.sharding`). Every input is
+        process's share under ``torchrun``, :mod:`bpclip_core.running.sharding`). Every input is
         still expanded, paired and checked as a whole, so a subset gets the same references
         and errors as the full run; indices are those of the full list, ``total`` is
         ``len(subset)``.
@@ -494,7 +467,7 @@ class QualityEngine:
 
     def _device_jpeg(self) -> str:
         """Which JPEG files the device pipeline hands to torchvision's decoder on the device:
-        ``none``, ``full-scale`` or ``all`` (see :class:`~bpclip_core.device_pipeline.DecodedInputs`)."""
+        ``none``, ``full-scale`` or ``all`` (see :class:`~bpclip_core.inputs.device_pipeline.DecodedInputs`)."""
         if self.jpeg_decoder == "auto":
             return "full-scale" if self.device.type == "cuda" and device_decodes_jpeg(self.device) else "none"
         return "all" if self.jpeg_decoder == "torchvision" else "none"

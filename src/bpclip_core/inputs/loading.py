@@ -24,10 +24,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .errors import BPCLIPError, InputError
-from .images import ScanProblem, default_max_pixels, find_images, header_size, load_image, pil_to_tensor
-from .inputs import check_dtype, check_images, check_min_side, refuse_dtype
-from .protocol import TestTimeProtocol, pair_size_error
+from bpclip_core.errors import BPCLIPError, InputError
+from bpclip_core.inputs.checks import check_dtype, check_images, check_min_side, refuse_dtype
+from bpclip_core.inputs.decoding import (
+    ScanProblem,
+    default_max_pixels,
+    find_images,
+    header_size,
+    load_image,
+    pil_to_tensor,
+)
+from bpclip_core.inputs.protocol import TestTimeProtocol, pair_size_error
 
 
 def input_label(source: Any, index: int) -> str:
@@ -46,7 +53,7 @@ def to_image_tensor(
     Args:
         source: a file path, PIL image, numpy array (H, W[, C]) or tensor (3, H, W).
         min_short_side: files may be decoded at a reduced scale that keeps this short side
-            (:func:`~bpclip_core.images.reduction_factor`); in-memory images are taken as they are.
+            (:func:`~bpclip_core.inputs.decoding.reduction_factor`); in-memory images are taken as they are.
         data_range: the value of white for float (and non-uint8 integer) arrays and tensors;
             uint8 data is always read as 0..255 and uint16 arrays as 0..65535.
         max_pixels: the pixel limit of image files (default :func:`default_max_pixels`).
@@ -78,7 +85,7 @@ def to_image_tensor(
 def tensor_as_float(source: torch.Tensor, device: torch.device | None = None) -> tuple[torch.Tensor, float | None]:
     """A tensor as float32 (on the CPU, or on ``device``) and its white value (None: the caller's data_range).
 
-    The dtype rules are :func:`~bpclip_core.inputs.check_dtype`'s (meta, complex, bool refused).
+    The dtype rules are :func:`~bpclip_core.inputs.checks.check_dtype`'s (meta, complex, bool refused).
     """
     image = check_dtype(source.detach(), "a tensor")
     scale = {torch.uint8: 255.0, getattr(torch, "uint16", torch.uint8): 65535.0}.get(source.dtype)

@@ -33,9 +33,9 @@ from typing import Any
 
 import torch
 
-from .images import EncodedJPEG, load_pixels, load_pixels_or_jpeg, orient, pixels_to_float
-from .inputs import check_image_shape, check_min_side, value_problem
-from .loading import PairedInputs, error_text, pair_decode_side, tensor_as_float, to_image_tensor
+from bpclip_core.inputs.checks import check_image_shape, check_min_side, value_problem
+from bpclip_core.inputs.decoding import EncodedJPEG, load_pixels, load_pixels_or_jpeg, orient, pixels_to_float
+from bpclip_core.inputs.loading import PairedInputs, error_text, pair_decode_side, tensor_as_float, to_image_tensor
 
 
 @dataclass(frozen=True)
@@ -99,7 +99,7 @@ def value_stats(image: torch.Tensor) -> torch.Tensor:
 
 def reduce_like_draft(image: torch.Tensor, factor: int) -> torch.Tensor:
     """A full-scale decoded (3, H, W) image box-reduced by ``factor`` (that of
-    :func:`~bpclip_core.images.reduction_factor`) to the size PIL's reduced decoding gives
+    :func:`~bpclip_core.inputs.decoding.reduction_factor`) to the size PIL's reduced decoding gives
     (ceil(H / factor) x ceil(W / factor)): its scaled IDCT averages much like a box, and
     other formats are box-reduced by PIL itself."""
     if factor == 1:
@@ -146,7 +146,7 @@ class DeviceViews:
     """The main process's half: a chunk of :class:`DecodedInputs` items as views on ``device``.
 
     Calling it with a chunk gives ``(index, views, reference views, error)`` per input, as
-    the CPU pipeline's :class:`~bpclip_core.loading.PreparedViews` does, with the views on
+    the CPU pipeline's :class:`~bpclip_core.inputs.loading.PreparedViews` does, with the views on
     the device.
 
     Args:

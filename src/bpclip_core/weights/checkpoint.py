@@ -9,7 +9,7 @@ Where :func:`load_checkpoint` looks, in this order:
 2. the file named by the ``BPCLIP_CHECKPOINT`` environment variable;
 3. ``$BPCLIP_HOME/checkpoints/<name>.safetensors`` (``BPCLIP_HOME`` defaults to
    ``~/.cache/bpclip``; the default name is ``bpclip-nr`` or ``bpclip-fr``);
-4. the model of that name bundled with the package (``bpclip_core/models/``: the default
+4. the model of that name bundled with the package (``bpclip_core/weights/bundled/``: the default
    NR and FR models, trained by this project on synthetic distortions; see
    docs/default-models.md);
 5. otherwise a :class:`CheckpointNotFoundError` that says what to do.
@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from .adjectives import adjectives_from_dicts
-from .backbone import BACKBONES, CLIP_BACKBONES, build_backbone
-from .config import BPCLIPConfig, Mode, ScoreScale, preset
-from .errors import CheckpointError, CheckpointNotFoundError, ModeMismatchError
-from .model import BPCLIP, ModelCard
-from .text import initial_anchors
+from bpclip_core.errors import CheckpointError, CheckpointNotFoundError, ModeMismatchError
+from bpclip_core.model.adjectives import adjectives_from_dicts
+from bpclip_core.model.backbone import BACKBONES, CLIP_BACKBONES, build_backbone
+from bpclip_core.model.bpclip import BPCLIP, ModelCard
+from bpclip_core.model.config import BPCLIPConfig, Mode, ScoreScale, preset
+from bpclip_core.model.text import initial_anchors
 
 FORMAT = "bpclip-checkpoint"
 FORMAT_VERSION = 1
@@ -63,7 +63,7 @@ def _no_weights_advice(mode: str | None) -> str:
     return f"{NO_WEIGHTS_ADVICE}, or score with the zero-shot CLIP mode ($zero_shot)."
 
 
-BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
 
 # Sane bounds of a checkpoint's config, checked before any tensor is allocated: a file
 # whose header declares absurd layers is refused instead of building them. Generous: the
@@ -105,7 +105,7 @@ def bundled_checkpoint(name: str) -> Path | None:
 
 
 def _library_version() -> str:
-    from . import __version__
+    from bpclip_core import __version__
 
     return __version__
 
@@ -243,7 +243,7 @@ def _refuse_non_regular(path: Path) -> None:
     except OSError:
         return
     if not stat.S_ISREG(mode):
-        from .images import file_kind
+        from bpclip_core.inputs.decoding import file_kind
 
         raise CheckpointError(f"checkpoint {str(path)!r} is {file_kind(mode)}, not a checkpoint file")
 

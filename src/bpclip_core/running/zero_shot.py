@@ -11,14 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .adjectives import Adjective
-from .backbone import CLIP_MEAN, CLIP_STD
-from .errors import InputError
-from .heads import adjective_probabilities
-from .inputs import check_images
-from .model import ModelCard, QualityOutput
-from .text import encode_adjectives
-from .weights import build_clip_model
+from bpclip_core.errors import InputError
+from bpclip_core.inputs.checks import check_images
+from bpclip_core.model.adjectives import Adjective
+from bpclip_core.model.backbone import CLIP_MEAN, CLIP_STD
+from bpclip_core.model.bpclip import ModelCard, QualityOutput
+from bpclip_core.model.heads import adjective_probabilities
+from bpclip_core.model.pretrained import build_clip_model
+from bpclip_core.model.text import encode_adjectives
 
 DEFAULT_ZERO_SHOT_MODEL = "RN50/openai"
 CLIP_TEMPERATURE = 0.01  # CLIP's logit scale of 100

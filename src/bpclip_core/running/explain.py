@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .adjectives import DIMENSIONS, Adjective
-from .model import QualityOutput
+from bpclip_core.model.adjectives import DIMENSIONS, Adjective
+from bpclip_core.model.bpclip import QualityOutput
 
 CLEAR_MARGIN = 0.1  # goodness within 0.5 +- this is undecided: named after the clear dimensions
 
@@ -72,7 +72,7 @@ def dimension_goodness(probabilities: torch.Tensor, adjectives: tuple[Adjective,
 
 
 def dimension_names(adjectives: tuple[Adjective, ...]) -> list[str]:
-    """The dimensions of an adjective table, in :data:`~bpclip_core.adjectives.DIMENSIONS` order
+    """The dimensions of an adjective table, in :data:`~bpclip_core.model.adjectives.DIMENSIONS` order
     (others after them, sorted): the keys of :func:`dimension_goodness`."""
     present = {a.dimension for a in adjectives}
     return [d for d in DIMENSIONS if d in present] + sorted(present - set(DIMENSIONS))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from .errors import InputError
-from .images import aspect_problem
+from bpclip_core.errors import InputError
+from bpclip_core.inputs.decoding import aspect_problem
 
 MIN_SIDE = 32  # the deepest level is H/32: smaller images have no feature grid
 
@@ -113,7 +113,7 @@ def check_dtype(images: torch.Tensor, name: str = "images") -> torch.Tensor:
 
 def check_min_side(image: torch.Tensor, name: str) -> None:
     """Raise :class:`InputError` naming ``name`` (e.g. the file) if a side is below :data:`MIN_SIDE`,
-    or the long side over :data:`~bpclip_core.images.MAX_ASPECT_RATIO` times the short one.
+    or the long side over :data:`~bpclip_core.inputs.decoding.MAX_ASPECT_RATIO` times the short one.
 
     The size reads width x height, as image tools (and our pixel-limit messages) give it.
     """

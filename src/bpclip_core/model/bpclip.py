@@ -15,19 +15,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
-from .attention import MultiscaleCrossAttention, SelfAttentionWeight
-from .backbone import MultiLevelBackbone, build_backbone
-from .config import TEMPERATURE_RANGE, BPCLIPConfig, ScoreScale
-from .errors import InputError
-from .gated_pooling import (
+from bpclip_core.errors import InputError
+from bpclip_core.inputs.checks import check_images, check_pair
+from bpclip_core.model.adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective
+from bpclip_core.model.attention import MultiscaleCrossAttention, SelfAttentionWeight
+from bpclip_core.model.backbone import MultiLevelBackbone, build_backbone
+from bpclip_core.model.config import TEMPERATURE_RANGE, BPCLIPConfig, ScoreScale
+from bpclip_core.model.gated_pooling import (
     GatedLocalPoolingFR,
     GatedLocalPoolingNR,
     LearnedPositionalEncoding,
     LevelTokenizer,
 )
-from .heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
-from .inputs import check_images, check_pair
+from bpclip_core.model.heads import BranchFusion, CLIPSpaceMapping, QualityRegressor, adjective_probabilities
 
 NUM_LEVELS = 5
 
@@ -74,7 +74,7 @@ class BPCLIP(nn.Module):
         config: the model's shape.
         text_embeddings: (K, E) CLIP text embeddings of the K adjectives (a frozen buffer; with
             ``config.clip_text=False``, the initial values of learned anchors: see
-            :func:`bpclip_core.text.initial_anchors`).
+            :func:`bpclip_core.model.text.initial_anchors`).
         card: adjectives, prompt template, score scale and provenance.
         backbone: a prebuilt backbone (e.g. with ImageNet weights); randomly initialised if None.
 

@@ -6,7 +6,7 @@ the pixel limit (:func:`default_max_pixels`, ``BPCLIP_MAX_PIXELS``). Anything th
 wrong while decoding one file becomes an :class:`ImageReadError` naming that file.
 
 Reduced decoding: given the short side the caller must keep (``min_short_side``; the
-protocols ask for :data:`~bpclip_core.protocol.REDUCTION_MARGIN` times the side they resize
+protocols ask for :data:`~bpclip_core.inputs.protocol.REDUCTION_MARGIN` times the side they resize
 to), a file is decoded smaller by :func:`reduction_factor`, which depends on its size alone:
 JPEGs through PIL's ``draft`` (1/2, 1/4, 1/8 in the IDCT, then a box for multiples of 8),
 every other format box-reduced in its own 8- or 16-bit mode, so the float RGB copy never
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import InputError
+from bpclip_core.errors import InputError
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".avif"}

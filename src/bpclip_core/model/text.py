@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective, prompts
-from .config import BPCLIPConfig
-from .weights import build_clip_model, split_clip_name
+from bpclip_core.model.adjectives import PROMPT_TEMPLATE, QUALITY_ADJECTIVES, Adjective, prompts
+from bpclip_core.model.config import BPCLIPConfig
+from bpclip_core.model.pretrained import build_clip_model, split_clip_name
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import WeightsNotFoundError
+from bpclip_core.errors import WeightsNotFoundError
 
 TORCHVISION_WEIGHTS: dict[str, str] = {
     "resnet18": "ResNet18_Weights.IMAGENET1K_V1",

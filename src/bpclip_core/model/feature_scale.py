@@ -19,8 +19,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from .gated_pooling import GatedLocalPoolingNR
-from .model import BPCLIP
+from bpclip_core.model.bpclip import BPCLIP
+from bpclip_core.model.gated_pooling import GatedLocalPoolingNR
 
 # the largest activation a rescaled model should show on the probe images: 16x under float16's
 # largest value, headroom for images that excite the network more than the probes

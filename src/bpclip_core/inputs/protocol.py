@@ -23,9 +23,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .choices import DEFAULT_PROTOCOL, PROTOCOLS
-from .errors import InputError
-from .images import resize_short_side
+from bpclip_core.choices import DEFAULT_PROTOCOL, PROTOCOLS
+from bpclip_core.errors import InputError
+from bpclip_core.inputs.decoding import resize_short_side
 
 __all__ = ["DEFAULT_PROTOCOL", "PROTOCOLS", "REDUCTION_MARGIN", "TestTimeProtocol", "crop_boxes", "pair_size_error"]
 

@@ -4,7 +4,7 @@ the results brought together in input order by rank 0.
 Every rank expands and pairs the same inputs the same way (the engine does it from the same
 arguments), scores the inputs ``rank, rank + world_size, ...`` of that list
 (:meth:`TorchrunRank.shard`) on its own device, and writes their results to its *part file*
-(:class:`PartWriter`: JSON lines, each a :class:`~bpclip_core.engine.ScoredInput` with its
+(:class:`PartWriter`: JSON lines, each a :class:`~bpclip_core.running.engine.ScoredInput` with its
 input index, written to a temporary file and renamed when complete). Rank 0 merges the parts
 in input order (:func:`merge_parts`) into the one output, then removes them.
 
@@ -37,7 +37,7 @@ from typing import IO, Any
 import torch
 import torch.distributed as dist
 
-from .engine import ScoredInput
+from bpclip_core.running.engine import ScoredInput
 
 TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
 # How long a rank waits at a meeting for the others: as long as the slowest rank's share
@@ -82,8 +82,7 @@ class TorchrunRank:
         Raises:
             DeviceError: this machine has no such device (e.g. fewer GPUs than ranks).
         """
-        from .engine import pick_device
-        from .training.distributed import resolve_device
+        from bpclip_core.running.devices import pick_device, resolve_device
 
         device = pick_device(resolve_device(name, self.local_rank))
         if device.type == "cuda":  # else each rank's pinned-memory thread opens a context on cuda:0
