@@ -49,3 +49,12 @@ class CheckpointNotFoundError(BPCLIPError, FileNotFoundError):
 
 class WeightsNotFoundError(BPCLIPError, FileNotFoundError):
     """Pretrained backbone or CLIP weights are not in the local cache and may not be downloaded."""
+
+
+# The command's own errors (bpclip_core.cli maps each to an exit code).
+class UsageError(Exception):
+    """A mistake in how the command was called."""
+
+
+class OutputError(Exception):
+    """The results could not be written during the run (e.g. a full disk)."""

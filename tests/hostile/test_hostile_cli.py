@@ -136,8 +136,8 @@ def test_help_documents_exit_codes(capsys):
 
 
 def test_two_writers_of_one_output_never_interleave(tmp_path):
-    from bpclip_core.cli import ResultWriter
     from bpclip_core.running.engine import ScoredInput
+    from bpclip_core.running.output import ResultWriter
 
     output = tmp_path / "out.csv"
     first, second = ResultWriter("csv", output), ResultWriter("csv", output)

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from bpclip_core.cli import EXIT_OUTPUT, EXIT_TERMINATED, EXIT_USAGE, ResultWriter, main
+from bpclip_core.cli import EXIT_OUTPUT, EXIT_TERMINATED, EXIT_USAGE, main
+from bpclip_core.running.output import ResultWriter
 
 SRC = Path(__file__).resolve().parents[2] / "src"
 
