@@ -10,7 +10,7 @@ a column of paths (``--path-column``, and ``--reference-column`` for a full-refe
 The output is a folder of Parquet files: the input columns and BPCLIP's result columns
 (score, mos, top_adjectives, top_adjective_probabilities, <dimension>_goodness, error).
 With ``--address auto`` (or ``RAY_ADDRESS``) it joins a running cluster (``ray start`` /
-``ray up``; see docs/ray.md); image paths and the checkpoint must be readable on every node.
+``ray up``; see docs/gpus-and-clusters.md); image paths and the checkpoint must be readable on every node.
 """
 
 from __future__ import annotations

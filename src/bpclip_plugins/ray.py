@@ -9,7 +9,7 @@ callable class that loads one :class:`~bpclip_core.running.engine.QualityEngine`
 ``__init__`` (once per actor) and turns a batch of image paths into the same batch with
 result columns added. :func:`score_dataset` plugs it into ``Dataset.map_batches`` with an
 actor pool. For one job on GPUs you already hold, ``torchrun`` sharding
-(:mod:`bpclip_core.running.sharding`) needs no Ray at all; docs/ray.md says which to use when.
+(:mod:`bpclip_core.running.sharding`) needs no Ray at all; docs/gpus-and-clusters.md says which to use when.
 
 Every input row gives exactly one output row. A row whose image cannot be scored (a missing
 or corrupt file, an empty path, a folder) gets its reason in the ``error`` column and nulls
