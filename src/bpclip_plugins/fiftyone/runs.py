@@ -23,7 +23,7 @@ from typing import Any
 
 import fiftyone.core.brain as fob
 
-from . import RUN_METHOD, owned_tags
+from .tagging import RUN_METHOD, owned_tags
 
 _FILE_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the file
 
