@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import bpclip_plugins.pyiqa as bpclip_pyiqa
+from bpclip_plugins.pyiqa_registration import register
 
 
 def main() -> None:
@@ -28,7 +28,7 @@ def main() -> None:
         sys.exit(f"set these environment variables first: {sorted(set(unresolved))}")
     import pyiqa.train
 
-    bpclip_pyiqa.register()
+    register()
     with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as resolved:
         resolved.write(text)
     args[index] = resolved.name
