@@ -227,17 +227,23 @@ def dead_levels(
 ) -> list[int]:
     """Levels (1-based) whose pooled map can change without changing any score: scaling one
     level's gated-pooling output by 1.5 must move the scores of ``probes`` by more than ``tolerance``,
-    else that level is dead weight (as F_5 was in the first bundled NR model)."""
+    else that level is dead weight (as F_5 was in the first bundled NR model).
+
+    The scores are the engine's (:func:`~bpclip_core.training.evaluation.scoring_engine`: its
+    default protocol, fp32, one batch, on the model's device), as users' scores are made; the model is
+    left in eval mode.
+    """
+    from bpclip_core.training.evaluation import scoring_engine
+
     images = torch.stack(probes)
     refs = torch.stack(references) if references is not None else None
-    model.eval()
     dead = []
-    with torch.inference_mode():
-        base = model(images, refs).score
+    with scoring_engine(model.eval(), batch_size=len(probes)) as engine:
+        base = engine.predict(images, refs).score
         for level, pooling in enumerate(model.gated_pooling, start=1):
             handle = pooling.register_forward_hook(lambda module, inputs, output: output * 1.5)
             try:
-                moved = float((model(images, refs).score - base).abs().max())
+                moved = float((engine.predict(images, refs).score - base).abs().max())
             finally:
                 handle.remove()
             if moved <= tolerance:

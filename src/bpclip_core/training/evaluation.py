@@ -7,8 +7,9 @@ own MOS units, after mapping predictions through the logistic fit (the VQEG prac
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ from bpclip_core.choices import DEFAULT_PROTOCOL
 from bpclip_core.data.records import QualityDataset
 from bpclip_core.errors import InputError
 from bpclip_core.inputs.protocol import TestTimeProtocol
-from bpclip_core.running.engine import NON_FINITE_ERROR, ScoredInput
+from bpclip_core.running.engine import NON_FINITE_ERROR, QualityEngine, ScoredInput
 
 
 def logistic4(x: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
@@ -98,6 +99,41 @@ def summarise(runs: Sequence[dict[str, float]]) -> dict[str, dict[str, float]]:
     return {k: {"mean": float(np.mean([r[k] for r in runs])), "std": float(np.std([r[k] for r in runs]))} for k in keys}
 
 
+@contextlib.contextmanager
+def scoring_engine(
+    model: torch.nn.Module,
+    protocol: TestTimeProtocol | None = None,
+    batch_size: int = 8,
+    device: str | torch.device | None = None,
+    num_workers: int = 0,
+    precision: str = "fp32",
+) -> Iterator[QualityEngine]:
+    """A :class:`~bpclip_core.running.engine.QualityEngine` over a model that lives on (e.g. one in
+    training), which leaves that model as it found it.
+
+    The engine scores as it scores users' inputs: the same decoding, test-time ``protocol``
+    (default: the engine's, ``resize`` to the model's image size), BatchNorm folded (into a
+    copy of the backbone) and autocast ``precision``. What the engine would otherwise do to
+    the model it is given is left out or undone: the attention blocks stay eager (not compiled
+    in place), the layout is not changed to channels_last, and on exit the model is back in its
+    train/eval mode and on its device (``device`` default: the model's).
+    """
+    if protocol is None:
+        protocol = TestTimeProtocol(size=model.config.image_size)
+    was_training = model.training
+    home = next(model.parameters()).device
+    engine = QualityEngine(
+        model, home if device is None else device, precision, attention="eager", batch_size=batch_size,
+        num_workers=num_workers, protocol=protocol, channels_last=False,
+    )  # fmt: skip
+    try:
+        yield engine
+    finally:
+        model.train(was_training)
+        if engine.device != home:
+            model.to(home)
+
+
 def score_items(
     model: torch.nn.Module,
     dataset: QualityDataset,
@@ -109,34 +145,23 @@ def score_items(
 ) -> list[ScoredInput]:
     """Every item of ``dataset`` scored by the engine, in item order (``precision``: the engine's).
 
-    Evaluation goes through :class:`~bpclip_core.running.engine.QualityEngine`, the path that users'
-    scores take: the same decoding, the same test-time protocol (default: the engine's,
-    ``resize`` to the model's image size), the same model call. An FR model gets each item's
-    reference; an NR model (also one trained on an FR dataset) gets the distorted image alone.
-    The model is left in the train/eval mode it was in.
+    Evaluation goes through :class:`~bpclip_core.running.engine.QualityEngine` (:func:`scoring_engine`),
+    the path that users' scores take: the same decoding, the same test-time protocol (default:
+    the engine's, ``resize`` to the model's image size), the same model call. An FR model gets
+    each item's reference; an NR model (also one trained on an FR dataset) gets the distorted
+    image alone. The model is left as it was (train/eval mode, device, layout, modules).
 
     Raises:
         InputError: an item's file could not be read (the message names it). A non-finite
             score is not raised: that item's result carries the error and no score.
     """
-    from bpclip_core.running.engine import QualityEngine
-
     items = dataset.items
     if not items:
         return []
-    if protocol is None:
-        protocol = TestTimeProtocol(size=model.config.image_size)
     with_reference = getattr(model, "mode", dataset.mode) == "fr"
-    was_training = model.training
-    engine = QualityEngine(
-        model, device, precision, attention="eager", batch_size=batch_size, num_workers=num_workers,
-        protocol=protocol, channels_last=False,
-    )  # fmt: skip
-    try:
+    with scoring_engine(model, protocol, batch_size, device, num_workers, precision) as engine:
         references = [item.reference for item in items] if with_reference else None
         results = engine.score([item.image for item in items], references)
-    finally:
-        model.train(was_training)
     unreadable = [r for r in results if r.error and r.score is None and not r.error.startswith(NON_FINITE_ERROR)]
     if unreadable:
         first = unreadable[0]

@@ -9,6 +9,18 @@ space, regressor: eq. 1-9, the losses of :mod:`.losses`) for many epochs over th
 written here: no library caches a multi-level backbone's maps for a head that pools them itself;
 :mod:`.trainer` (``bpclip train``) remains the path that fine-tunes the whole network.
 
+Two ways of scoring, on purpose. The per-epoch validation (:func:`predict_items`, the ``val_*``
+columns of the log and of the card's ``training_log``, which choose the kept epoch) runs the
+heads on the cached levels. It is the one place in training that does not score through
+:class:`~bpclip_core.running.engine.QualityEngine`: the engine scores images, so it would run
+the backbone over every validation image at every epoch, the pass the cache exists to avoid. The
+rebuild's images are at the model's image size, which the engine's ``resize`` protocol leaves as
+it is, and the cache holds the levels of the same frozen (BatchNorm-folded) backbone: the two
+see the same pixels through the same backbone and differ by the float16 storage of the levels.
+Every figure that describes the finished model (the held-out figures of the model card,
+``benchmarks/``: :mod:`.synthetic_eval`) is made by the engine from the image files, as users'
+scores are.
+
 Deterministic for a seed on one device and thread count; a killed run resumes from its last
 finished epoch (``state.pt``, read with ``weights_only=True``).
 """
@@ -188,7 +200,8 @@ def _forward(model: BPCLIP, cache: FeatureCache, items: Sequence[Item]):
 
 
 def predict_items(model: BPCLIP, cache: FeatureCache, items: Sequence[Item], batch_size: int = 64) -> np.ndarray:
-    """Scores of ``items`` from the cached levels (validation; the shipped figures use the engine)."""
+    """Scores of ``items`` from the cached levels (per-epoch validation; the module docstring says why
+    it is not the engine; the figures of the finished model are the engine's)."""
     model.eval()
     scores = []
     with torch.inference_mode():
