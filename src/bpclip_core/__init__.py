@@ -6,6 +6,7 @@ so that importing this package (e.g. for the command's argument parser) does not
 
 from typing import TYPE_CHECKING, Any
 
+from bpclip_core import _moved
 from bpclip_core.errors import (
     BPCLIPError,
     CheckpointError,
@@ -19,6 +20,7 @@ from bpclip_core.model.config import PRESETS, BPCLIPConfig, ScoreScale, preset
 
 if TYPE_CHECKING:
     from bpclip_core.model.bpclip import BPCLIP, ModelCard, QualityOutput
+    from bpclip_core.running.engine import QualityEngine
 
 __version__ = "0.1.0"
 
@@ -36,6 +38,7 @@ __all__ = [
     "InputError",
     "ModeMismatchError",
     "ModelCard",
+    "QualityEngine",
     "QualityOutput",
     "ScoreScale",
     "WeightsNotFoundError",
@@ -43,7 +46,14 @@ __all__ = [
     "preset",
 ]
 
-_LAZY = {"BPCLIP": "model.bpclip", "ModelCard": "model.bpclip", "QualityOutput": "model.bpclip"}
+_LAZY = {
+    "BPCLIP": "model.bpclip",
+    "ModelCard": "model.bpclip",
+    "QualityOutput": "model.bpclip",
+    "QualityEngine": "running.engine",
+}
+
+_moved.install()  # the module paths before the regrouping still import (with a DeprecationWarning)
 
 
 def __getattr__(name: str) -> Any:
