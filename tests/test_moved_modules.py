@@ -3,6 +3,7 @@
 import importlib
 import subprocess
 import sys
+import warnings
 
 import pytest
 
@@ -27,6 +28,34 @@ def test_an_old_path_warns_and_the_engine_is_public():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "bpclip_core.engine is now bpclip_core.running.engine" in out
+
+
+@pytest.mark.parametrize(
+    ("package", "member", "new_module"),
+    [
+        ("inputs", "check_images", "inputs.checks"),
+        ("weights", "load_torchvision_weights", "model.pretrained"),
+        ("model", "QualityOutput", "model.bpclip"),
+    ],
+)
+def test_the_old_modules_that_are_packages_now_keep_their_members(package, member, new_module):
+    old = importlib.import_module(f"bpclip_core.{package}")
+    new = importlib.import_module(f"bpclip_core.{new_module}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert getattr(old, member) is getattr(new, member)
+    if package != "model":  # the model package exports its classes itself, without a warning
+        assert f"is now bpclip_core.{new_module}.{member}" in str(caught[0].message)
+
+
+def test_a_package_does_not_lend_out_what_its_old_module_imported():
+    import bpclip_core.inputs as inputs
+
+    for name in ("torch", "annotations", "decoding_nonexistent", "_private"):
+        assert not hasattr(inputs, name)
+    from bpclip_core.inputs import decoding  # a submodule is still the submodule
+
+    assert decoding.__name__ == "bpclip_core.inputs.decoding"
 
 
 @pytest.mark.parametrize("name", ["no_such_module"])

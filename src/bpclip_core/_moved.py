@@ -13,6 +13,7 @@ import importlib.util
 import sys
 import warnings
 from types import ModuleType
+from typing import Any
 
 MOVED_MODULES = {
     "adjectives": "model.adjectives",
@@ -36,9 +37,10 @@ MOVED_MODULES = {
     "explain": "running.explain",
     "zero_shot": "running.zero_shot",
 }
-# "model", "inputs" and "weights" are package names now: only their old members are aliased
-# when the package itself has no such attribute (e.g. ``bpclip_core.model.BPCLIP`` still works).
+# "model", "inputs" and "weights" are package names now: their old members are found by the
+# package's ``__getattr__`` through :func:`old_member` (``bpclip_core.inputs.check_images``).
 _PACKAGES_NOW = {"model", "inputs", "weights"}
+_MISSING = object()
 
 
 class _MovedModuleFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
@@ -63,3 +65,22 @@ def install() -> None:
     """Put the finder on ``sys.meta_path`` once."""
     if not any(isinstance(f, _MovedModuleFinder) for f in sys.meta_path):
         sys.meta_path.append(_MovedModuleFinder())
+
+
+def old_member(package: str, name: str) -> Any:
+    """``name`` of the old module that ``package`` (``bpclip_core.inputs``, ``.weights`` or
+    ``.model``) replaced, with a ``DeprecationWarning`` naming its new place.
+
+    Raises:
+        AttributeError: the old module had no such public member of its own (a module or a
+            name it imported is not one, so ``from bpclip_core.inputs import decoding`` still
+            finds the subpackage's module).
+    """
+    old_module = importlib.import_module(f"bpclip_core.{MOVED_MODULES[package.rpartition('.')[2]]}")
+    value = getattr(old_module, name, _MISSING) if not name.startswith("_") else _MISSING
+    defined_elsewhere = getattr(value, "__module__", old_module.__name__) != old_module.__name__
+    if value is _MISSING or isinstance(value, ModuleType) or defined_elsewhere:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    new = f"{old_module.__name__}.{name}"
+    warnings.warn(f"{package}.{name} is now {new}; import it from there", DeprecationWarning, stacklevel=3)
+    return value

@@ -6,3 +6,12 @@ image of any size becomes the model's input); :mod:`.loading` expands and pairs 
 inputs and prepares them on the CPU; :mod:`.device_pipeline` sends uint8 to the device and
 does the rest there.
 """
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    """The members of the old module ``bpclip_core.inputs`` (before the regrouping), with a warning."""
+    from bpclip_core._moved import old_member
+
+    return old_member(__name__, name)

@@ -23,4 +23,6 @@ def __getattr__(name: str) -> Any:
         from bpclip_core.model import bpclip
 
         return getattr(bpclip, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from bpclip_core._moved import old_member  # the old module bpclip_core.model's other members
+
+    return old_member(__name__, name)
