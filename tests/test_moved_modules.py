@@ -60,6 +60,18 @@ def test_a_package_does_not_lend_out_what_its_old_module_imported():
     assert decoding.__name__ == "bpclip_core.inputs.decoding"
 
 
+def test_asking_a_package_for_a_submodule_does_not_load_the_old_module():
+    # ``from bpclip_core.model import backbone`` asks ``hasattr(package, "backbone")`` first
+    code = (
+        "import sys, bpclip_core.model, bpclip_core.inputs, bpclip_core.weights\n"
+        "assert not hasattr(bpclip_core.model, 'backbone')\n"
+        "assert not hasattr(bpclip_core.inputs, 'protocol')\n"
+        "assert not hasattr(bpclip_core.weights, 'checkpoint')\n"
+        "assert 'torch' not in sys.modules, 'an old module (and torch) was loaded'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 @pytest.mark.parametrize("name", ["no_such_module"])
 def test_unknown_names_still_fail(name):
     with pytest.raises(ModuleNotFoundError):

@@ -76,8 +76,12 @@ def old_member(package: str, name: str) -> Any:
             name it imported is not one, so ``from bpclip_core.inputs import decoding`` still
             finds the subpackage's module).
     """
+    if name.startswith("_") or importlib.util.find_spec(f"{package}.{name}") is not None:
+        # a submodule: ``from package import submodule`` asks here first, and must not import
+        # the old module (and torch with it) to be told no
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
     old_module = importlib.import_module(f"bpclip_core.{MOVED_MODULES[package.rpartition('.')[2]]}")
-    value = getattr(old_module, name, _MISSING) if not name.startswith("_") else _MISSING
+    value = getattr(old_module, name, _MISSING)
     defined_elsewhere = getattr(value, "__module__", old_module.__name__) != old_module.__name__
     if value is _MISSING or isinstance(value, ModuleType) or defined_elsewhere:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
